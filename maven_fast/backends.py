@@ -1,0 +1,135 @@
+"""The one place that decides which implementation runs an op.
+
+Backends:
+  ``eager``   pure PyTorch reference (any device, any dtype torch supports)
+  ``cpu``     the C++ CPU kernels of ``maven_fast._C`` (CPU tensors)
+  ``cuda``    the CUDA C++ kernels of ``maven_fast._C`` (CUDA tensors; built when
+              a CUDA toolkit and a CUDA torch were present at build time)
+  ``triton``  the Triton kernels in ``maven_fast.kernels`` (CUDA tensors; CPU
+              tensors only under ``TRITON_INTERPRET=1``, for testing)
+  ``auto``    CUDA tensors -> ``cuda`` if compiled, else ``triton``;
+              CPU tensors -> ``cpu``.
+
+A backend that cannot run raises :class:`BackendUnavailable` listing every
+reason; there is never a silent fallback to another backend.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Iterable
+
+import torch
+
+from maven_fast._extension import extension, extension_error
+
+BACKENDS = ("eager", "cpu", "cuda", "triton")
+BACKEND_CHOICES = ("auto",) + BACKENDS
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run these inputs; the message lists why."""
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install 'maven-fast[triton]')"
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # pragma: no cover - broken installs
+        return f"triton failed to import: {exc}"
+    return None
+
+
+def backend_problems(
+    backend: str,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    supported_dtypes: Iterable[torch.dtype] | None = None,
+) -> list[str]:
+    """Every reason ``backend`` cannot run on ``device``/``dtype`` (empty: it can).
+
+    ``supported_dtypes`` narrows the dtypes an op's kernels accept; a caller
+    adds op-specific reasons (head size, feature size) of its own.
+    """
+    device = torch.device(device)
+    problems: list[str] = []
+    if backend not in BACKENDS:
+        return [f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}"]
+    if backend == "eager":
+        return problems
+    if backend in ("cpu", "cuda"):
+        if extension() is None:
+            problems.append(str(extension_error()))
+        if backend == "cpu" and device.type != "cpu":
+            problems.append(f"backend 'cpu' runs CPU tensors, got tensors on {device}")
+        if backend == "cuda":
+            if device.type != "cuda":
+                problems.append(f"backend 'cuda' runs CUDA tensors, got tensors on {device}")
+            ext = extension()
+            if ext is not None and not ext.build_info()["cuda"]:
+                reason = ext.build_info()["cuda_disabled_reason"] or "unknown"
+                problems.append(
+                    f"maven_fast._C was built without CUDA kernels ({reason}); rebuild with a CUDA "
+                    "toolkit and MAVEN_FAST_CUDA=ON"
+                )
+    if backend == "triton":
+        err = _triton_import_error()
+        if err:
+            problems.append(err)
+        if device.type == "cpu" and not triton_interpret():
+            problems.append(
+                "backend 'triton' runs CUDA tensors; for CPU tensors set TRITON_INTERPRET=1 before "
+                "importing maven_fast (interpreter, for testing only)"
+            )
+        elif device.type not in ("cpu", "cuda"):
+            problems.append(f"backend 'triton' does not support device {device}")
+    if dtype is not None and supported_dtypes is not None:
+        supported = tuple(supported_dtypes)
+        if dtype not in supported:
+            names = ", ".join(str(d).replace("torch.", "") for d in supported)
+            problems.append(f"backend {backend!r} supports dtypes {names}, got {dtype}")
+    return problems
+
+
+def resolve_backend(
+    backend: str,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    supported_dtypes: dict[str, Iterable[torch.dtype]] | None = None,
+    op: str = "maven_fast",
+) -> str:
+    """Turn ``auto`` into a concrete backend and check that it can run.
+
+    Raises :class:`BackendUnavailable` naming every reason it cannot.
+    """
+    device = torch.device(device)
+    supported_dtypes = supported_dtypes or {}
+    if backend not in BACKEND_CHOICES:
+        raise BackendUnavailable(
+            f"{op}: unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}"
+        )
+    if backend == "auto":
+        if device.type == "cuda":
+            cuda_ok = not backend_problems("cuda", device, dtype, supported_dtypes.get("cuda"))
+            backend = "cuda" if cuda_ok else "triton"
+        else:
+            backend = "cpu"
+    problems = backend_problems(backend, device, dtype, supported_dtypes.get(backend))
+    if problems:
+        raise BackendUnavailable(
+            f"{op}: backend {backend!r} cannot run here:\n  - " + "\n  - ".join(problems)
+            + "\n(backend='eager' runs the pure-PyTorch reference everywhere)"
+        )
+    return backend
+
+
+def available_backends(device: torch.device | str = "cpu") -> dict[str, list[str]]:
+    """For each backend, the reasons it cannot run on ``device`` (empty list: available)."""
+    return {b: backend_problems(b, device) for b in BACKENDS}
