@@ -1,0 +1,5 @@
+import sys
+
+from maven_fast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``maven-fast`` CLI (see maven_fast/cli.py)."""
