@@ -1,0 +1,389 @@
+"""MAVEN model configuration: one dataclass, three named presets, exact YAML round-trip.
+
+``MavenConfig.reference_mlp()``  the original ``Train_MLP.py`` model, key for key.
+``MavenConfig.reference_beit()`` the original ``Train_BEiT.py`` model, key for key.
+``MavenConfig.paper()``          what the paper describes, the original's defects fixed
+                                 (the default).
+
+YAML files hold the same nested sections as the dataclasses. Unknown keys and
+values of the wrong type raise :class:`ConfigError` naming the dotted key and the
+expected type; a key left out takes the dataclass default (the ``paper`` values).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+import yaml
+
+Variant = Literal["reference_mlp", "reference_beit", "paper"]
+VARIANTS: tuple[str, ...] = typing.get_args(Variant)
+
+#: The BEiT checkpoint the original ``Train_BEiT.py`` initialises its encoders from.
+ORIGINAL_BEIT_CHECKPOINT = "microsoft/beit-base-patch16-224-pt22k"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass
+class EncoderConfig:
+    """Which frozen encoders produced the features, and their output widths.
+
+    The widths size the modality projections; the names are recorded so that a
+    feature cache can be checked against a model (see :meth:`signature`).
+    """
+
+    video: str = "swin_base_patch4_window7_224"
+    video_dim: int = 1024
+    audio: str = "facebook/hubert-base-ls960"
+    audio_dim: int = 768
+    text: str = "roberta-base"
+    text_dim: int = 768
+
+    def signature(self) -> dict[str, dict[str, Any]]:
+        """Same layout as :meth:`maven_fast.encoders.EncoderSet.signature` (names and dims)."""
+        return {
+            "video": {"name": self.video, "dim": self.video_dim},
+            "audio": {"name": self.audio, "dim": self.audio_dim},
+            "text": {"name": self.text, "dim": self.text_dim},
+        }
+
+    @classmethod
+    def from_signature(cls, signature: dict[str, dict[str, Any]]) -> "EncoderConfig":
+        return cls(
+            video=signature["video"]["name"], video_dim=int(signature["video"]["dim"]),
+            audio=signature["audio"]["name"], audio_dim=int(signature["audio"]["dim"]),
+            text=signature["text"]["name"], text_dim=int(signature["text"]["dim"]),
+        )
+
+
+@dataclass
+class CrossModalConfig:
+    """The six-pathway cross-modal attention block.
+
+    ``key_padding_masks``: mask padded keys from the lengths in every pathway.
+    The original has no masks (its a2v and t2v pathways attend over the
+    zero-padded video frames of a batch), so the reference presets set it False;
+    ``paper`` sets it True.
+    """
+
+    embed_dim: int = 512
+    num_heads: int = 2
+    dropout: float = 0.1
+    key_padding_masks: bool = True
+
+
+@dataclass
+class BeitConfig:
+    """BEiT-style pre-LN self-attention layers (field names follow ``transformers.BeitConfig``).
+
+    ``reference_beit``: ``num_branches`` (2) parallel stacks of ``num_hidden_layers``
+    (12) layers, as the original's two deep copies of the BEiT-base encoder.
+    ``paper``: one stack of ``num_hidden_layers`` (= ``beit_layers``, 2) layers.
+    ``init_from``: a BEiT checkpoint (hub name or local directory) to copy the
+    first layers from, or None for random initialisation. The original always
+    started from :data:`ORIGINAL_BEIT_CHECKPOINT`; set it to reproduce that.
+    """
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    layer_scale_init_value: float = 0.1
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.1
+    initializer_range: float = 0.02
+    num_branches: int = 1
+    init_from: str | None = None
+
+    _TRANSFORMERS_FIELDS = (
+        "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+        "layer_norm_eps", "layer_scale_init_value", "hidden_dropout_prob",
+        "attention_probs_dropout_prob", "drop_path_rate", "initializer_range",
+    )
+
+    def to_transformers(self):
+        """The equivalent ``transformers.BeitConfig`` (no relative position bias: the
+        original calls the layers without one)."""
+        from transformers import BeitConfig as HFBeitConfig
+
+        return HFBeitConfig(
+            **{k: getattr(self, k) for k in self._TRANSFORMERS_FIELDS},
+            use_relative_position_bias=False, use_shared_relative_position_bias=False,
+        )
+
+    @classmethod
+    def from_transformers(cls, hf_config, num_branches: int = 1, init_from: str | None = None) -> "BeitConfig":
+        values = {k: getattr(hf_config, k) for k in cls._TRANSFORMERS_FIELDS}
+        return cls(**values, num_branches=num_branches, init_from=init_from)
+
+
+@dataclass
+class TemporalConfig:
+    """``paper`` only: the video timeline the fused features are refined on."""
+
+    max_video_len: int = 4096
+
+
+@dataclass
+class RegressorConfig:
+    """The 3-layer FFN head: Linear-ReLU-Dropout x2, then Linear(-> 2).
+
+    ``output``: ``polar`` reads the last layer as (theta, intensity) through
+    :class:`maven_fast.nn.PolarHead` (``bounded``: theta = pi*tanh, intensity =
+    sqrt(2)*sigmoid); ``valence_arousal`` reads it as (valence, arousal) directly
+    (the original BEiT variant).
+    """
+
+    hidden_sizes: tuple[int, int] = (512, 256)
+    dropouts: tuple[float, float] = (0.5, 0.3)
+    output: Literal["polar", "valence_arousal"] = "polar"
+    bounded: bool = True
+
+
+@dataclass
+class LossConfig:
+    """loss = mse_weight * MSE(valence, arousal over valid frames)
+    + ccc_weight * (1 - (CCC_v + CCC_a) / 2)."""
+
+    mse_weight: float = 1.0
+    ccc_weight: float = 0.0
+
+
+@dataclass
+class MavenConfig:
+    """Everything that defines a MAVEN model. Build one with a preset and adjust.
+
+    >>> cfg = MavenConfig.paper()
+    >>> cfg.beit.num_hidden_layers
+    2
+    >>> MavenConfig.from_yaml(cfg.to_yaml()) == cfg
+    True
+    """
+
+    variant: Variant = "paper"
+    encoders: EncoderConfig = field(default_factory=EncoderConfig)
+    cross_modal: CrossModalConfig = field(default_factory=CrossModalConfig)
+    beit: BeitConfig = field(default_factory=BeitConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    regressor: RegressorConfig = field(default_factory=RegressorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def reference_mlp(cls) -> "MavenConfig":
+        """``Train_MLP.py``: pooled audio/text, unbounded polar head, no masks."""
+        return cls(
+            variant="reference_mlp",
+            cross_modal=CrossModalConfig(key_padding_masks=False),
+            regressor=RegressorConfig(output="polar", bounded=False),
+        )
+
+    @classmethod
+    def reference_beit(cls) -> "MavenConfig":
+        """``Train_BEiT.py``: two parallel 12-layer BEiT-base encoders, valence/arousal head."""
+        return cls(
+            variant="reference_beit",
+            cross_modal=CrossModalConfig(key_padding_masks=False),
+            beit=BeitConfig(num_hidden_layers=12, num_branches=2),
+            regressor=RegressorConfig(output="valence_arousal", bounded=False),
+        )
+
+    @classmethod
+    def paper(cls) -> "MavenConfig":
+        """Sequences with masks, timeline alignment, 2 BEiT layers, bounded polar head."""
+        return cls()
+
+    @classmethod
+    def preset(cls, name: str) -> "MavenConfig":
+        if name not in VARIANTS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(VARIANTS)}")
+        return getattr(cls, name)()
+
+    @property
+    def beit_layers(self) -> int:
+        return self.beit.num_hidden_layers
+
+    @property
+    def pooled_inputs(self) -> bool:
+        """True when audio and text arrive as one pooled vector per item."""
+        return self.variant != "paper"
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Cross-field checks the types alone cannot express."""
+        cm = self.cross_modal
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"variant: expected one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if cm.embed_dim % cm.num_heads:
+            raise ConfigError(
+                f"cross_modal.embed_dim ({cm.embed_dim}) must be divisible by cross_modal.num_heads ({cm.num_heads})"
+            )
+        if self.variant != "reference_mlp" and self.beit.hidden_size % self.beit.num_attention_heads:
+            raise ConfigError(
+                f"beit.hidden_size ({self.beit.hidden_size}) must be divisible by "
+                f"beit.num_attention_heads ({self.beit.num_attention_heads})"
+            )
+        positive = {
+            "encoders.video_dim": self.encoders.video_dim, "encoders.audio_dim": self.encoders.audio_dim,
+            "encoders.text_dim": self.encoders.text_dim, "cross_modal.embed_dim": cm.embed_dim,
+            "cross_modal.num_heads": cm.num_heads, "beit.hidden_size": self.beit.hidden_size,
+            "beit.num_attention_heads": self.beit.num_attention_heads,
+            "beit.intermediate_size": self.beit.intermediate_size, "beit.num_branches": self.beit.num_branches,
+            "temporal.max_video_len": self.temporal.max_video_len,
+            "regressor.hidden_sizes[0]": self.regressor.hidden_sizes[0],
+            "regressor.hidden_sizes[1]": self.regressor.hidden_sizes[1],
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key} must be positive, got {value}")
+        if self.beit.num_hidden_layers < 0:
+            raise ConfigError(f"beit.num_hidden_layers must be >= 0, got {self.beit.num_hidden_layers}")
+        if self.variant == "paper" and self.beit.num_branches != 1:
+            raise ConfigError("beit.num_branches must be 1 for the paper variant (one temporal stack)")
+        if self.variant == "reference_beit" and self.regressor.output != "valence_arousal":
+            raise ConfigError("regressor.output must be 'valence_arousal' for reference_beit (as the original)")
+        if self.variant != "reference_beit" and self.regressor.output != "polar":
+            raise ConfigError(f"regressor.output must be 'polar' for {self.variant}")
+        probabilities = {
+            "cross_modal.dropout": cm.dropout, "beit.hidden_dropout_prob": self.beit.hidden_dropout_prob,
+            "beit.attention_probs_dropout_prob": self.beit.attention_probs_dropout_prob,
+            "beit.drop_path_rate": self.beit.drop_path_rate,
+            "regressor.dropouts[0]": self.regressor.dropouts[0], "regressor.dropouts[1]": self.regressor.dropouts[1],
+        }
+        for key, value in probabilities.items():
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{key} must be in [0, 1), got {value}")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MavenConfig":
+        return _build(cls, data, path="")
+
+    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
+        """The YAML text; also written to ``path`` when given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, source: str | os.PathLike) -> "MavenConfig":
+        """Parse YAML text, or read a ``.yaml``/``.yml`` file when ``source`` is a path."""
+        text = str(source)
+        if isinstance(source, os.PathLike) or (
+            "\n" not in text and text.endswith((".yaml", ".yml")) and os.path.exists(text)
+        ):
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        data = yaml.safe_load(text)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"a MAVEN config must be a YAML mapping, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+
+# ---------------------------------------------------------------------- typed building
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return f"a list of {len(args)} {_type_name(args[0])}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    def fail() -> ConfigError:
+        return ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise fail()
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in typing.get_args(tp) or isinstance(value, bool):
+            raise fail()
+        return value
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(option, value, path)
+            except ConfigError:
+                continue
+        raise fail()
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise fail()
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is type(None):
+        if value is not None:
+            raise fail()
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail()
+        return value
+    raise ConfigError(f"{path}: unsupported field type {tp!r}")  # a programming error in this file
+
+
+def _build(cls: type, data: dict[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = path or "config"
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; known keys: {', '.join(names)}"
+        )
+    kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
