@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -42,13 +43,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe a bad input or set-up: printed as one message, no traceback."""
+    from maven_fast.backends import BackendUnavailable
+    from maven_fast.config import ConfigError
+
+    errors: list[type[BaseException]] = [BackendUnavailable, ConfigError, FileNotFoundError]
+    for module, name in (("maven_fast.data.report", "DataError"), ("maven_fast.train.checkpoint", "CheckpointError"),
+                         ("maven_fast.model.inputs", "MavenInputError"),
+                         ("maven_fast.encoders.hub", "EncoderUnavailable")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except _user_errors() as exc:
+        print(f"maven-fast {args.command}: error: {exc}", file=sys.stderr)
+        if os.environ.get("MAVEN_FAST_TRACEBACK"):
+            raise
+        return 2
 
 
 if __name__ == "__main__":

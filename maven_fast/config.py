@@ -7,7 +7,7 @@
 
 YAML files hold the same nested sections as the dataclasses. Unknown keys and
 values of the wrong type raise :class:`ConfigError` naming the dotted key and the
-expected type; a key left out takes the dataclass default (the ``paper`` values).
+expected type; a key left out takes the value of the preset named by ``variant``.
 """
 from __future__ import annotations
 
@@ -269,11 +269,16 @@ class MavenConfig:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MavenConfig":
-        return _build(cls, data, path="")
+        """Build from nested dicts; keys left out take the values of the preset named by
+        ``variant`` (``paper`` when there is none)."""
+        variant = data.get("variant", "paper")
+        if variant in VARIANTS:
+            data = _overlay(cls.preset(variant).to_dict(), data)
+        return build_dataclass(cls, data, path="")
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
         """The YAML text; also written to ``path`` when given."""
@@ -301,12 +306,24 @@ class MavenConfig:
 
 
 # ---------------------------------------------------------------------- typed building
-def _to_plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """A (nested) dataclass as plain dicts and lists, ready for YAML or JSON (tuples become lists)."""
     if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
-        return [_to_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value
+
+
+def _overlay(base: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` on top of ``base``, merging nested mappings key by key."""
+    merged = dict(base)
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _type_name(tp: Any) -> str:
@@ -333,7 +350,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise fail()
-        return _build(tp, value, path)
+        return build_dataclass(tp, value, path)
     if origin is Literal:
         if value not in typing.get_args(tp) or isinstance(value, bool):
             raise fail()
@@ -363,6 +380,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise fail()
         return value
     if tp is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads `1e-4` as a string; accept any string Python parses as a float.
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise fail() from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail()
         return float(value)
@@ -373,7 +396,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported field type {tp!r}")  # a programming error in this file
 
 
-def _build(cls: type, data: dict[str, Any], path: str) -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """An instance of dataclass ``cls`` from the mapping ``data``, converting every value to its
+    field's type (nested dataclasses, tuples, Literals, unions; a string such as ``"1e-4"`` is
+    accepted for a float field). Unknown keys and values of the wrong type raise
+    :class:`ConfigError` naming the dotted key (``path`` prefixes it) and the expected type;
+    keys left out take the dataclass defaults."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]

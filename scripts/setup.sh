@@ -27,6 +27,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PYBIN="$VENV/bin/python"
 
+# pip on these machines warns about every mirror folder it skips; keep errors only.
+quiet_pip() {
+  "$PYBIN" -m pip --disable-pip-version-check "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+  return "${PIPESTATUS[0]}"
+}
+
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 
 # ---------------------------------------------------------------- 2. packages
@@ -34,7 +40,7 @@ REQ="$ROOT/requirements/pinned.txt"
 req_hash="$(hash_of "$REQ")"
 if [ "$(cat "$VENV/.requirements-stamp" 2>/dev/null)" != "$req_hash" ]; then
   log "installing pinned packages (first time: a few minutes; torch 2.14.1 is large)"
-  "$PYBIN" -m pip install --disable-pip-version-check -q -r "$REQ"
+  quiet_pip install -q -r "$REQ"
   echo "$req_hash" > "$VENV/.requirements-stamp"
 fi
 
@@ -66,7 +72,7 @@ src_hash="$( (cd "$ROOT" && find CMakeLists.txt pyproject.toml cmake csrc -type 
 if [ "$(cat "$VENV/.build-stamp" 2>/dev/null)" != "$src_hash" ]; then
   log "building maven_fast (CUDA toolkit: ${CUDA_ROOT:-none}; incremental after the first build)"
   CMAKE_ARGS="${CMAKE_ARGS:-} $CMAKE_EXTRA" \
-    "$PYBIN" -m pip install --disable-pip-version-check -q --no-build-isolation --no-deps -e "$ROOT"
+    quiet_pip install -q --no-build-isolation --no-deps -e "$ROOT"
   echo "$src_hash" > "$VENV/.build-stamp"
 fi
 echo "$PYBIN"

@@ -118,7 +118,9 @@ def segment(utterances: Iterable[Utterance], mode: str = "contiguous", *, fps: f
     video_end = float(Fraction(num_frames) / fps_q) if num_frames is not None else None
     segments: list[Segment] = []
     for start, end, u in spans:
-        if video_end is not None and first_index_at(start, fps_q) >= num_frames:
+        if video_end is not None and first_index_at(max(start, u.start), fps_q) >= num_frames:
+            # Spoken after the video ends: its words belong to no frame (in contiguous mode
+            # the frames before it stay unassigned unless tail=True).
             report.add(source, f"utterance [{u.start:g}s - {u.end:g}s] starts after the video "
                                f"ends ({video_end:.3f}s, {num_frames} frames); skipped", line=u.line)
             continue

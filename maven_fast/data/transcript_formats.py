@@ -244,8 +244,14 @@ def parse_whisper_tsv(text: str, path: str, report: Report) -> list[Utterance]:
 
 
 # ------------------------------------------------------------------ writers
+def _seconds(t: float) -> str:
+    """``3.125 -> '3.125'``, ``2 -> '2.0'``: millisecond precision, always a decimal point."""
+    text = f"{t:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
 def write_maven(utterances: list[Utterance]) -> str:
-    return "".join(f"[{u.start:.2f}s - {u.end:.2f}s]: {u.text}\n" for u in utterances)
+    return "".join(f"[{_seconds(u.start)}s - {_seconds(u.end)}s]: {u.text}\n" for u in utterances)
 
 
 def write_srt(utterances: list[Utterance]) -> str:
