@@ -1,0 +1,92 @@
+"""FLOP and byte counts of the benchmarked work (the roofline model).
+
+A multiply-add counts 2 FLOPs. Backward of a GEMM costs 2x its forward (grad
+of the input and of the weight), so forward+backward = 3x forward for the
+GEMM and attention terms; elementwise work is not counted.
+"""
+from __future__ import annotations
+
+
+def polar_head_bytes(n: int, d: int, elem: int, backward: bool) -> int:
+    """Memory traffic floor: x read once (forward) or twice plus dx written (fwd+bwd)."""
+    return (3 if backward else 1) * n * d * elem
+
+
+def cross_modal_flops(batch: int, d: int, tv: int, ta: int, tt: int, backward: bool = False) -> int:
+    """The six-pathway block on projected sequences, general path (no shortcuts).
+
+    forward per item = 16 D^2 (Tv + Ta + Tt)            input (Q for 2 pathways, K and V
+                                                         for 2: 12 D^2 per token) and
+                                                         output projections (4 D^2 per token)
+                     + 8 D (Tv Ta + Tv Tt + Ta Tt)       QK^T and PV of six pathways
+    """
+    total_t = tv + ta + tt
+    fwd = 16 * d * d * total_t + 8 * d * (tv * ta + tv * tt + ta * tt)
+    return batch * fwd * (3 if backward else 1)
+
+
+def gemm_flops(m: int, n: int, k: int) -> int:
+    return 2 * m * n * k
+
+
+def beit_layer_flops(batch: int, t: int, hidden: int, intermediate: int) -> int:
+    """Forward FLOPs of one pre-LN BEiT layer on ``[batch, t, hidden]``.
+
+    = 2 B T (4 C^2 + 2 C I)      query/key/value/output (4 C^2) and the MLP (2 C I)
+    + 4 B T^2 C                  QK^T and PV
+    """
+    c, i = hidden, intermediate
+    return 2 * batch * t * (4 * c * c + 2 * c * i) + 4 * batch * t * t * c
+
+
+def maven_projection_flops(config, batch: int, tv: int, ta: int, tt: int) -> int:
+    """Forward FLOPs of the three modality projections (encoder dims -> D = embed_dim),
+    2 B D (Tv Dv + Ta Da + Tt Dt). Their input gradients are also the backward
+    GEMMs a training step never runs: the cached features need no gradient."""
+    enc, d = config.encoders, config.cross_modal.embed_dim
+    return 2 * batch * d * (tv * enc.video_dim + ta * enc.audio_dim + tt * enc.text_dim)
+
+
+def maven_forward_flops(config, batch: int, tv: int, ta: int, tt: int) -> int:
+    """Forward FLOPs of every Linear layer and attention product of :class:`maven_fast.model.MAVEN`.
+
+    ``config`` is a :class:`~maven_fast.config.MavenConfig`; ``ta``/``tt`` are the
+    audio/text steps (1 for the pooled reference presets). Padded shapes: this is
+    the work eager does on a padded batch. With D = embed_dim, C = beit.hidden_size,
+    I = beit.intermediate_size, (h1, h2) = regressor.hidden_sizes::
+
+        projections    2 B D (Tv Dv + Ta Da + Tt Dt)
+        cross-modal    cross_modal_flops(B, D, Tv, Ta, Tt)
+        reference_mlp  -                                      head input F = 3D
+        reference_beit 2 B Tv 3D C + k L beit_layer_flops      F = k C (k branches)
+        paper          2 B Tv 3D C + L beit_layer_flops        F = C
+        regressor      2 B Tv (F h1 + h1 h2 + 2 h2)
+
+    LayerNorm, softmax, activations, resampling and the loss are not counted.
+    """
+    if config.pooled_inputs and (ta, tt) != (1, 1):
+        raise ValueError(f"the {config.variant} preset takes pooled audio/text: ta = tt = 1, got {ta}, {tt}")
+    d = config.cross_modal.embed_dim
+    beit, reg = config.beit, config.regressor
+    flops = maven_projection_flops(config, batch, tv, ta, tt) + cross_modal_flops(batch, d, tv, ta, tt)
+    head_in = 3 * d
+    if config.variant != "reference_mlp":
+        branches = beit.num_branches if config.variant == "reference_beit" else 1
+        layer = beit_layer_flops(batch, tv, beit.hidden_size, beit.intermediate_size)
+        flops += 2 * batch * tv * 3 * d * beit.hidden_size + branches * beit.num_hidden_layers * layer
+        head_in = branches * beit.hidden_size
+    h1, h2 = reg.hidden_sizes
+    return flops + 2 * batch * tv * (head_in * h1 + h1 * h2 + 2 * h2)
+
+
+def maven_step_flops(config, batch: int, tv: int, ta: int, tt: int) -> int:
+    """FLOPs of one training step (forward + backward; the Adam update is not counted).
+
+    Backward of a GEMM or attention product costs 2x its forward (gradients of
+    both operands), so a step is 3x :func:`maven_forward_flops`, less the input
+    gradients of the modality projections, which are never computed
+    (:func:`maven_projection_flops`)::
+
+        step = 3 forward - 2 B D (Tv Dv + Ta Da + Tt Dt)
+    """
+    return 3 * maven_forward_flops(config, batch, tv, ta, tt) - maven_projection_flops(config, batch, tv, ta, tt)

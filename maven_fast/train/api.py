@@ -1,0 +1,102 @@
+"""Python entry points behind ``maven-fast train`` and ``maven-fast eval``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maven_fast.config import ConfigError, MavenConfig
+from maven_fast.train.config import TrainConfig
+
+
+def open_split(cache: str | Path, split: str, model_cfg: MavenConfig, max_frames: int = 0,
+               mask_missing_images: bool = True):
+    """The cached split as a Dataset, after checking it was built with the config's encoders."""
+    from maven_fast.data import FeatureCacheDataset
+
+    if not cache:
+        raise ConfigError("data.cache: no feature cache given; run `maven-fast extract DATA CACHE` and "
+                          "pass data.cache=CACHE")
+    ds = FeatureCacheDataset(cache, split, pooled=model_cfg.pooled_inputs, max_frames=max_frames or None,
+                             mask_missing_images=mask_missing_images)
+    check_cache_matches(ds.signature, model_cfg, cache)
+    return ds
+
+
+def check_cache_matches(signature: dict, model_cfg: MavenConfig, cache: str | Path) -> None:
+    """A cache built with other encoders than ``model.encoders`` says is an error naming the key."""
+    expected = model_cfg.encoders.signature()
+    for modality, want in expected.items():
+        have = signature.get(modality, {})
+        for field, key in (("name", f"model.encoders.{modality}"), ("dim", f"model.encoders.{modality}_dim")):
+            if have.get(field) != want[field]:
+                raise ConfigError(
+                    f"{key}: the config says {want[field]!r} but the feature cache {cache} was built with "
+                    f"{have.get(field)!r} ({modality} encoder {have}); set {key}={have.get(field)} or re-extract "
+                    "the cache with the configured encoders"
+                )
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train as configured; ``resume="auto"`` continues ``run.out_dir`` from its last checkpoint."""
+    from maven_fast.data import collate_segments
+    from maven_fast.train.trainer import Trainer
+
+    train_set = open_split(cfg.data.cache, cfg.data.train_split, cfg.model, cfg.data.max_frames,
+                           cfg.data.mask_missing_images)
+    val_set = open_split(cfg.data.cache, cfg.data.val_split, cfg.model, cfg.data.max_frames,
+                         cfg.data.mask_missing_images)
+    if resume == "auto":
+        resume = cfg.run.out_dir
+    trainer = Trainer(cfg, train_set, val_set, collate_segments)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        from maven_fast.train import distributed
+
+        distributed.teardown()
+
+
+def load_trained_model(checkpoint: str | Path, backend: str = "auto", device: str | torch.device = "cpu"):
+    """A MAVEN model from a training checkpoint (its config is in the manifest)."""
+    from maven_fast.model import MAVEN
+    from maven_fast.train.checkpoint import load_model_weights, verify_checkpoint
+
+    manifest = verify_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(manifest["config"])
+    model = MAVEN(cfg.model, backend="eager")
+    load_model_weights(model, manifest["directory"])
+    model.to(device).eval()
+    model.set_backend(backend)
+    return model, cfg, manifest
+
+
+def evaluate_checkpoint(checkpoint: str | Path, cache: str | Path, split: str = "val",
+                        backend: str = "auto", batch_size: int = 8, submission: str | Path | None = None,
+                        frame_list: str | Path | None = None) -> dict[str, float]:
+    """Per-frame CCC_v, CCC_a and P of a checkpoint on a cached split; optionally an ABAW submission."""
+    from torch.utils.data import DataLoader
+
+    from maven_fast.data import collate_segments
+    from maven_fast.train.evaluate import evaluate
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg, _ = load_trained_model(checkpoint, backend, device)
+    ds = open_split(cache, split, cfg.model, cfg.data.max_frames, cfg.data.mask_missing_images)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_segments)
+    collect: list | None = [] if submission else None
+    metrics = evaluate(model, loader, device, collect=collect)
+    if submission:
+        from maven_fast.data import write_submission
+
+        frames: dict[str, list] = {}
+        values: dict[str, list] = {}
+        for name, frame_numbers, va in collect:
+            frames.setdefault(name, []).append(frame_numbers)
+            values.setdefault(name, []).append(va)
+        predictions = {n: (torch.cat(frames[n]).numpy(), torch.cat(values[n]).numpy()) for n in frames}
+        report = write_submission(submission, predictions, frame_list=frame_list)
+        metrics["submission"] = str(submission)
+        metrics["submission_notes"] = [str(issue) for issue in report.issues]
+    return metrics
