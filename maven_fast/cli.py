@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
+    except BrokenPipeError:  # e.g. `maven-fast train --print-config | head`
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except _user_errors() as exc:
         print(f"maven-fast {args.command}: error: {exc}", file=sys.stderr)
         if os.environ.get("MAVEN_FAST_TRACEBACK"):
