@@ -10,13 +10,15 @@
 //   key length 1: c_p = V_p W_o,p^T per item (per head under attention dropout)
 //   y_m    = LN(Dropout((x_m + rows_m + items_m) / 3))   ONE combine pass (3 modalities)
 // The backward runs the same structure in reverse. The `saved` list (forward
-// output 3, input of the backward) holds, in this order:
-//   Y[3], W_in_cat[3], O[3], W_out_cat[3], u[3], stats[3],
-//   lse[6], qt[6], z[6], psum[6]      (empty tensors where a pathway has none)
+// output 3, input of the backward) holds, in this order and only where the
+// plan has them (see saved_present; maven_fast/ops/cross_modal.py mirrors it):
+//   Y[3], W_in_cat[3] (n_in > 0), O[3], W_out_cat[3] (n_out > 0), u[3], stats[3],
+//   lse[6] (general, absorbed), qt[6], z[6] (absorbed), psum[6] (absorbed, attention dropout)
 #include "cross_modal/cross_modal_common.h"
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/checks.h"
@@ -152,6 +154,21 @@ Plan check_and_plan(const char* op, BlockArgs& a) {
   return P;
 }
 
+std::array<bool, kNumSaved> saved_present(const Plan& P) {
+  std::array<bool, kNumSaved> on{};
+  for (int m = 0; m < kNumModalities; ++m) {
+    on[kY + m] = on[kWin + m] = P.n_in[m] > 0;
+    on[kO + m] = on[kWout + m] = P.n_out[m] > 0;
+    on[kU + m] = on[kStats + m] = true;
+  }
+  for (int p = 0; p < kNumPathways; ++p) {
+    on[kLse + p] = P.mode[p] != kKeyLen1;
+    on[kQt + p] = on[kZ + p] = P.mode[p] == kAbsorbed;
+    on[kPsum + p] = P.mode[p] == kAbsorbed && P.attn_p > 0.0;
+  }
+  return on;
+}
+
 DropoutParams dropout_params(const BlockArgs& a, double p) {
   DropoutParams d;
   d.p = p;
@@ -188,7 +205,7 @@ StridedSeq seq(const at::Tensor& t, int64_t T, int64_t col, int64_t sh) {
 // (attention dropout), else 1 where the item has keys and 0 where it has none.
 at::Tensor bias_coef(const Plan& P, const at::Tensor& psum, const at::Tensor& key_len, int64_t tx,
                      int64_t h, const at::TensorOptions& opts) {
-  if (psum.numel() > 0) return psum.select(1, h).reshape({-1, 1}).to(opts.dtype());
+  if (psum.defined()) return psum.select(1, h).reshape({-1, 1}).to(opts.dtype());
   return (key_len > 0).to(opts.dtype()).view({P.batch, 1}).expand({P.batch, tx}).reshape({-1, 1});
 }
 
@@ -200,10 +217,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   const int64_t B = P.batch, D = P.d, H = P.heads, hd = P.head_dim;
   const auto opts = a.x[0].options();
   const auto acc_opts = opts.dtype(acc_type(a.x[0].scalar_type()));
-  // Outputs never alias inputs or each other (custom op contract): every
-  // placeholder is its own empty tensor, and the weight concatenations copy.
+  // Outputs never alias inputs or each other (custom op contract): the weight
+  // concatenations copy, and absent entries are dropped from the list.
   std::vector<at::Tensor> saved(kNumSaved);
-  for (auto& t : saved) t = at::empty({0}, opts);
   const DropoutParams attn_drop = dropout_params(a, P.attn_p), out_drop = dropout_params(a, P.out_p);
 
   // 1. Grouped input projections.
@@ -361,19 +377,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   }
   // 4. Residual + /3 + dropout + LayerNorm of the three modalities, one pass.
   kern.combine_forward(a.x[0].scalar_type(), cp);
-  return {y[0], y[1], y[2], saved};
+  const auto present = saved_present(P);
+  std::vector<at::Tensor> compact;
+  for (int i = 0; i < kNumSaved; ++i) {
+    if (present[i]) {
+      TORCH_INTERNAL_ASSERT(saved[i].defined(), op, ": saved entry ", i, " missing");
+      compact.push_back(saved[i]);
+    }
+  }
+  return {y[0], y[1], y[2], compact};
 }
 
 std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kNumModalities> grad,
-                                       BlockArgs a, const std::vector<at::Tensor>& saved,
+                                       BlockArgs a, const std::vector<at::Tensor>& saved_list,
                                        const Kernels& kern) {
   const Plan P = check_and_plan(op, a);
   const int64_t B = P.batch, D = P.d, H = P.heads, hd = P.head_dim;
   const auto opts = a.x[0].options();
   const auto dtype = a.x[0].scalar_type();
   const auto acc_opts = opts.dtype(acc_type(dtype));
-  TORCH_CHECK(static_cast<int>(saved.size()) == kNumSaved, op, ": `saved` must be the ", kNumSaved,
-              " tensors returned by maven_fast::cross_modal_block, got ", saved.size());
+  const auto present = saved_present(P);
+  const int64_t n_present = std::count(present.begin(), present.end(), true);
+  TORCH_CHECK(static_cast<int64_t>(saved_list.size()) == n_present, op,
+              ": `saved` must be the list returned by maven_fast::cross_modal_block for the same "
+              "arguments (", n_present, " tensors), got ", saved_list.size());
+  std::vector<at::Tensor> saved(kNumSaved);
+  for (int i = 0, j = 0; i < kNumSaved; ++i)
+    if (present[i]) saved[i] = saved_list[j++];
+  for (int m = 0; m < kNumModalities; ++m)
+    if (!saved[kY + m].defined()) saved[kY + m] = at::empty({B * P.t[m], 0}, opts);
   for (int m = 0; m < kNumModalities; ++m) {
     TORCH_CHECK(grad[m].sizes() == a.x[m].sizes(), op, ": the gradient of the ",
                 kModalityName[m], " output must have shape ", a.x[m].sizes(), ", got ",
@@ -484,7 +516,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     const at::Tensor& z = saved[kZ + p];
     const at::Tensor& psum = saved[kPsum + p];
     dz[p] = at::empty({B * tx, H * D}, opts);
-    if (psum.numel() > 0) dpsum[p] = at::empty({B, H, tx}, acc_opts);
+    if (psum.defined()) dpsum[p] = at::empty({B, H, tx}, acc_opts);
     for (int64_t h = 0; h < H; ++h) {
       const at::Tensor doh = dO[x].narrow(1, P.o_slot[p] * D + h * hd, hd);
       at::Tensor dzh = dz[p].narrow(1, h * D, D);
@@ -493,7 +525,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
       at::mm_out(gwv, doh.t(), z.narrow(1, h * D, D));
       const at::Tensor coef = bias_coef(P, psum, a.len[y], tx, h, opts);
       g_in_b[p].narrow(0, 2 * D + h * hd, hd).copy_(at::mm(coef.t(), doh).view({hd}));
-      if (psum.numel() > 0) {
+      if (psum.defined()) {
         const at::Tensor bv = a.in_b[p].narrow(0, 2 * D + h * hd, hd);
         dpsum[p].select(1, h).copy_(at::mv(doh, bv).view({B, tx}));
       }
@@ -538,7 +570,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
       ap.dout = seq(dz[p], tx, 0, D);
       ap.dq = seq(dqt[p], tx, 0, D);
       ap.dk_out = seq(dy_abs[p].view({B * ty, D}), ty, 0, 0);
-      if (saved[kPsum + p].numel() > 0) {
+      if (saved[kPsum + p].defined()) {
         ap.psum = saved[kPsum + p].data_ptr();
         ap.dpsum = dpsum[p].data_ptr();
       }

@@ -51,7 +51,8 @@ struct Plan {
   double attn_p = 0.0, out_p = 0.0;  // effective (0 when not training)
 };
 
-// Number of tensors in the `saved` list of the forward op (see cross_modal.cpp).
+// Entries of the full `saved` layout of the forward op (see cross_modal.cpp);
+// the op returns the ones the plan needs.
 constexpr int kNumSaved = 42;
 // Number of tensors the backward op returns: dx_v, dx_a, dx_t, then 6 each of
 // d in_proj_weight, d in_proj_bias, d out_proj.weight, d out_proj.bias, then

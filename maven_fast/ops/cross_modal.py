@@ -55,7 +55,6 @@ _QUERY = (0, 0, 1, 1, 2, 2)
 _KEY = (1, 2, 0, 2, 0, 1)
 
 GENERAL, KEY_LEN_1, ABSORBED = 0, 1, 2
-_NUM_SAVED = 42
 
 SUPPORTED_DTYPES = {
     "cpu": (torch.float32, torch.float64, torch.bfloat16, torch.float16),
@@ -225,6 +224,24 @@ def cross_modal_reference(
 
 
 # --------------------------------------------------------------------------- fake + autograd
+def saved_names(modes: Sequence[int], attention_dropout: bool) -> list[str]:
+    """Names of the entries of the op's ``saved`` output, in order (the layout of
+    csrc/cross_modal/cross_modal.cpp): Y_m, Win_m (projections, concatenated
+    in_proj rows), O_m, Wout_m (row-pathway attention outputs, out_proj
+    columns), u_m (LayerNorm input), stats_m (mean, rstd), lse_p, qt_p, z_p,
+    psum_p (absorbed pathways)."""
+    n_in, n_out = _slot_counts(modes)
+    mods, names = "vat", []
+    names += [f"Y_{mods[m]}" for m in range(3) if n_in[m]] + [f"Win_{mods[m]}" for m in range(3) if n_in[m]]
+    names += [f"O_{mods[m]}" for m in range(3) if n_out[m]] + [f"Wout_{mods[m]}" for m in range(3) if n_out[m]]
+    names += [f"u_{mods[m]}" for m in range(3)] + [f"stats_{mods[m]}" for m in range(3)]
+    names += [f"lse_{PATHWAYS[p]}" for p in range(6) if modes[p] != KEY_LEN_1]
+    names += [f"qt_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED]
+    names += [f"z_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED]
+    names += [f"psum_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED and attention_dropout]
+    return names
+
+
 def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -239,17 +256,18 @@ def _fake_forward(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, 
     n_in, n_out = _slot_counts(modes)
     attn_on = training and attn_dropout_p > 0
     new = lambda *shape, dtype=None: x_v.new_empty(shape, dtype=dtype or x_v.dtype)  # noqa: E731
+    # The layout of csrc/cross_modal/cross_modal.cpp (saved_present): only what the plan needs.
     saved = (
-        [new(b * t[m], n_in[m] * d) for m in range(3)]
-        + [new(n_in[m] * d, d) for m in range(3)]
-        + [new(b * t[m], n_out[m] * d) for m in range(3)]
-        + [new(d, n_out[m] * d) for m in range(3)]
+        [new(b * t[m], n_in[m] * d) for m in range(3) if n_in[m]]
+        + [new(n_in[m] * d, d) for m in range(3) if n_in[m]]
+        + [new(b * t[m], n_out[m] * d) for m in range(3) if n_out[m]]
+        + [new(d, n_out[m] * d) for m in range(3) if n_out[m]]
         + [new(b, t[m], d) for m in range(3)]
         + [new(b * t[m], 2, dtype=acc) for m in range(3)]
-        + [new(b, h, t[_QUERY[p]], dtype=acc) if modes[p] != KEY_LEN_1 else new(0) for p in range(6)]
-        + [new(b * t[_QUERY[p]], h * d) if modes[p] == ABSORBED else new(0) for p in range(6)]
-        + [new(b * t[_QUERY[p]], h * d) if modes[p] == ABSORBED else new(0) for p in range(6)]
-        + [new(b, h, t[_QUERY[p]], dtype=acc) if modes[p] == ABSORBED and attn_on else new(0) for p in range(6)]
+        + [new(b, h, t[_QUERY[p]], dtype=acc) for p in range(6) if modes[p] != KEY_LEN_1]
+        + [new(b * t[_QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
+        + [new(b * t[_QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
+        + [new(b, h, t[_QUERY[p]], dtype=acc) for p in range(6) if modes[p] == ABSORBED and attn_on]
     )
     return new(*x_v.shape), new(*x_a.shape), new(*x_t.shape), saved
 
