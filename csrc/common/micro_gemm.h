@@ -7,8 +7,9 @@
 //             A(i, p) = a[i * a_rs + p * a_ps] (any strides, so A^T is free),
 //             B row-major (ldb), C row-major (ldc)
 //   gemm_nt:  C[i, j]  = alpha * sum_p A[i, p] B[j, p]
-//             A, B row-major with p contiguous; B^T is packed into `pack`
-//             (k * n elements) unless m is tiny, where dot products are faster
+//             A, B row-major with p contiguous, plus B^T packed once by the
+//             caller (pack_transposed) for all the row blocks that reuse it;
+//             tiny m uses dot products on B's rows instead
 #pragma once
 
 #include <ATen/cpu/vec/functional.h>
@@ -112,17 +113,29 @@ inline T dot(const T* x, const T* y, int64_t k) {
   return at::vec::vec_reduce_all<T>([](V& u, V& w) { return u + w; }, s0 + s1);
 }
 
+// Bt[p * ldbt + j] = B[j * ldb + p] for j < n, p < k (16 x 16 tiles).
+template <typename Src, typename T>
+inline void pack_transposed(int64_t n, int64_t k, const Src* b, int64_t ldb, T* bt, int64_t ldbt) {
+  constexpr int64_t kT = 16;
+  for (int64_t j0 = 0; j0 < n; j0 += kT)
+    for (int64_t p0 = 0; p0 < k; p0 += kT) {
+      const int64_t j1 = std::min(n, j0 + kT), p1 = std::min(k, p0 + kT);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t p = p0; p < p1; ++p) bt[p * ldbt + j] = static_cast<T>(b[j * ldb + p]);
+    }
+}
+
+// C[i, j] = alpha * sum_p A[i, p] B[j, p] with B given transposed (bt, packed
+// by pack_transposed); when m < 4, from B's rows directly (dot products).
 template <typename T>
 inline void gemm_nt(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
-                    int64_t ldb, T* c, int64_t ldc, T* pack) {
+                    int64_t ldb, const T* bt, int64_t ldbt, T* c, int64_t ldc) {
   if (m < 4) {
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = alpha * dot(a + i * lda, b + j * ldb, k);
     return;
   }
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t p = 0; p < k; ++p) pack[p * n + j] = b[j * ldb + p];
-  gemm_nn<T>(m, n, k, alpha, a, lda, 1, pack, n, false, c, ldc);
+  gemm_nn<T>(m, n, k, alpha, a, lda, 1, bt, ldbt, false, c, ldc);
 }
 
 }  // namespace maven_fast::MAVEN_FAST_CPU_NS::micro

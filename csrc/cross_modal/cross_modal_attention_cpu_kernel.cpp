@@ -12,10 +12,12 @@
 //   D_i    = <do_i, o_i> + dpsum_i psum_i   (= sum_j p_ij dp_ij)
 //   ds_ij  = p_ij (dp_ij - D_i)
 //   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p~_ij do_i
-// Tasks: forward (pathway, b, h, block of kBQ query rows); backward (pathway, b, h),
-// or (pathway, b) when all heads share K = V (weight absorption), so every
-// task owns the dK/dV rows it writes. Inputs of reduced precision are widened
-// to fp32 block by block; all arithmetic is in the accumulation type.
+// Tasks (one at::parallel_for over all pathways): (pathway, b, h), or
+// (pathway, b) when all heads share K = V (weight absorption), so every task
+// owns the dK/dV rows it writes and packs K^T (and V^T) once for all its query
+// blocks. Inputs of reduced precision are widened to fp32 once per task or
+// block; all arithmetic is in the accumulation type. Scratch buffers are
+// per thread and reused across calls.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -49,7 +51,7 @@ constexpr int64_t kBK = 128;  // keys per block
 
 template <typename acc_t>
 struct Scratch {
-  std::vector<acc_t> q, k, v, dout, obuf, s, dp, o, pack, dq, dk, dv, row;
+  std::vector<acc_t> q, k, v, kt, vt, dout, obuf, s, dp, o, dq, dk, dv, row;
   std::vector<uint8_t> keep;
 };
 
@@ -98,74 +100,110 @@ DropoutState make_dropout(const DropoutParams& d) {
   return s;
 }
 
+// The keys (and values) of one (b, h) in the accumulation type: rows for the
+// row-major products, and transposed ([d, len]) for the Q K^T-like ones.
+template <typename scalar_t, typename acc_t>
+struct KeyView {
+  const acc_t* rows = nullptr;
+  int64_t ld = 0;
+  const acc_t* t = nullptr;  // [d, len], leading dimension len; null when not packed
+};
+
+template <typename scalar_t, typename acc_t>
+KeyView<scalar_t, acc_t> key_view(const cross_modal::StridedSeq& seq, int64_t b, int64_t h,
+                                  int64_t len, int64_t d, bool transposed,
+                                  std::vector<acc_t>& rows_buf, std::vector<acc_t>& t_buf) {
+  KeyView<scalar_t, acc_t> kv;
+  const scalar_t* src = at_row<const scalar_t>(seq, b, 0, h);
+  kv.rows = as_acc(src, len, d, seq.st, rows_buf, kv.ld);
+  if (transposed) {
+    t_buf.resize(std::max<int64_t>(1, d * len));
+    micro::pack_transposed(len, d, kv.rows, kv.ld, t_buf.data(), len);
+    kv.t = t_buf.data();
+  }
+  return kv;
+}
+
 template <typename scalar_t>
-void forward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h,
-                  int64_t i0, int64_t i1, Scratch<at::opmath_type<scalar_t>>& ws) {
+void forward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
+                  int64_t h1, Scratch<at::opmath_type<scalar_t>>& ws) {
   using acc_t = at::opmath_type<scalar_t>;
   using V = Vectorized<acc_t>;
-  const int64_t len = P.key_len[b], bq = i1 - i0, dk = P.dk, dv = P.dv;
+  const int64_t len = P.key_len[b], dk = P.dk, dv = P.dv, tq = P.tq;
   MF_BOUNDS_CHECK(len >= 0 && len <= P.tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", P.tk, "]");
-  MF_BOUNDS_CHECK(i0 >= 0 && i1 <= P.tq && b < P.batch && h < P.heads, "attention task out of range");
-  int64_t ldq;
-  const acc_t* q = as_acc(at_row<const scalar_t>(P.q, b, i0, h), bq, dk, P.q.st, ws.q, ldq);
-  ws.o.assign(bq * dv, acc_t(0));
-  ws.s.resize(bq * kBK);
-  ws.pack.resize(dk * kBK);
-  ws.keep.resize(kBK + 4);
-  std::vector<acc_t> m(bq, -std::numeric_limits<acc_t>::infinity()), l(bq, acc_t(0)),
-      ps(bq, acc_t(0));
+  MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention task out of range");
+  const bool shared_kv = P.k.sh == 0;
+  const bool packed = tq >= 4;
   const bool want_psum = P.psum != nullptr;
   const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
-  const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
+  ws.o.resize(kBQ * dv);
+  ws.s.resize(kBQ * kBK);
+  ws.keep.resize(kBK + 4);
+  acc_t m[kBQ], l[kBQ], ps[kBQ];
+  KeyView<scalar_t, acc_t> K, Vv;
 
-  for (int64_t j0 = 0; j0 < len; j0 += kBK) {
-    const int64_t bk = std::min(kBK, len - j0);
-    int64_t ldk, ldv;
-    const acc_t* kb = as_acc(at_row<const scalar_t>(P.k, b, j0, h), bk, dk, P.k.st, ws.k, ldk);
-    acc_t* s = ws.s.data();
-    micro::gemm_nt<acc_t>(bq, bk, dk, static_cast<acc_t>(P.scale), q, ldq, kb, ldk, s, bk,
-                          ws.pack.data());
-    for (int64_t r = 0; r < bq; ++r) {
-      acc_t* sr = s + r * bk;
-      const acc_t mx = at::vec::reduce_all<acc_t>([](V& x, V& y) { return at::vec::maximum(x, y); },
-                                                  sr, bk);
-      const acc_t m_new = std::max(m[r], mx);
-      const acc_t alpha = std::exp(m[r] - m_new);  // 0 on the first block (m = -inf)
-      at::vec::map([m_new](V x) { return (x - V(m_new)).exp(); }, sr, sr, bk);
-      const acc_t sum = at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
-      l[r] = l[r] * alpha + sum;
-      m[r] = m_new;
-      if (alpha != acc_t(1)) {
-        at::vec::map([alpha](V x) { return x * V(alpha); }, ws.o.data() + r * dv,
-                     ws.o.data() + r * dv, dv);
-        ps[r] *= alpha;
-      }
-      if (drop.on) {
-        drop.philox.keep_row(stream, b, i0 + r, j0, bk, drop.threshold, ws.keep.data());
-        for (int64_t j = 0; j < bk; ++j) sr[j] = ws.keep[j] ? sr[j] * inv_keep : acc_t(0);
-      }
-      if (want_psum)
-        ps[r] += at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
+  for (int64_t h = h0; h < h1; ++h) {
+    if (h == h0 || !shared_kv) {
+      K = key_view<scalar_t, acc_t>(P.k, b, h, len, dk, packed, ws.k, ws.kt);
+      Vv = key_view<scalar_t, acc_t>(P.v, b, h, len, dv, false, ws.v, ws.vt);
     }
-    const acc_t* vb = as_acc(at_row<const scalar_t>(P.v, b, j0, h), bk, dv, P.v.st, ws.v, ldv);
-    micro::gemm_nn<acc_t>(bq, dv, bk, acc_t(1), s, bk, 1, vb, ldv, true, ws.o.data(), dv);
-  }
-
-  auto* lse = static_cast<acc_t*>(P.lse) + (b * P.heads + h) * P.tq + i0;
-  auto* psum = want_psum ? static_cast<acc_t*>(P.psum) + (b * P.heads + h) * P.tq + i0 : nullptr;
-  for (int64_t r = 0; r < bq; ++r) {
-    acc_t* orow = ws.o.data() + r * dv;
-    if (l[r] > acc_t(0)) {
-      const acc_t inv = acc_t(1) / l[r];
-      at::vec::map([inv](V x) { return x * V(inv); }, orow, orow, dv);
-      lse[r] = m[r] + std::log(l[r]);
-      if (psum) psum[r] = ps[r] * inv;
-    } else {
-      lse[r] = std::numeric_limits<acc_t>::infinity();
-      if (psum) psum[r] = acc_t(0);
+    const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
+    auto* lse = static_cast<acc_t*>(P.lse) + (b * P.heads + h) * tq;
+    auto* psum = want_psum ? static_cast<acc_t*>(P.psum) + (b * P.heads + h) * tq : nullptr;
+    for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
+      const int64_t bq = std::min(kBQ, tq - i0);
+      int64_t ldq;
+      const acc_t* q = as_acc(at_row<const scalar_t>(P.q, b, i0, h), bq, dk, P.q.st, ws.q, ldq);
+      std::fill_n(ws.o.data(), bq * dv, acc_t(0));
+      std::fill_n(m, bq, -std::numeric_limits<acc_t>::infinity());
+      std::fill_n(l, bq, acc_t(0));
+      std::fill_n(ps, bq, acc_t(0));
+      for (int64_t j0 = 0; j0 < len; j0 += kBK) {
+        const int64_t bk = std::min(kBK, len - j0);
+        MF_BOUNDS_CHECK(j0 + bk <= P.tk && i0 + bq <= tq, "attention block out of range");
+        acc_t* s = ws.s.data();
+        micro::gemm_nt<acc_t>(bq, bk, dk, static_cast<acc_t>(P.scale), q, ldq, K.rows + j0 * K.ld,
+                              K.ld, packed ? K.t + j0 : nullptr, len, s, bk);
+        for (int64_t r = 0; r < bq; ++r) {
+          acc_t* sr = s + r * bk;
+          const acc_t mx = at::vec::reduce_all<acc_t>(
+              [](V& x, V& y) { return at::vec::maximum(x, y); }, sr, bk);
+          const acc_t m_new = std::max(m[r], mx);
+          const acc_t alpha = std::exp(m[r] - m_new);  // 0 on the first block (m = -inf)
+          at::vec::map([m_new](V x) { return (x - V(m_new)).exp(); }, sr, sr, bk);
+          const acc_t sum = at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
+          l[r] = l[r] * alpha + sum;
+          m[r] = m_new;
+          if (alpha != acc_t(1)) {
+            acc_t* orow = ws.o.data() + r * dv;
+            at::vec::map([alpha](V x) { return x * V(alpha); }, orow, orow, dv);
+            ps[r] *= alpha;
+          }
+          if (drop.on) {
+            drop.philox.keep_row(stream, b, i0 + r, j0, bk, drop.threshold, ws.keep.data());
+            for (int64_t j = 0; j < bk; ++j) sr[j] = ws.keep[j] ? sr[j] * inv_keep : acc_t(0);
+          }
+          if (want_psum)
+            ps[r] += at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
+        }
+        micro::gemm_nn<acc_t>(bq, dv, bk, acc_t(1), s, bk, 1, Vv.rows + j0 * Vv.ld, Vv.ld, true,
+                              ws.o.data(), dv);
+      }
+      for (int64_t r = 0; r < bq; ++r) {
+        acc_t* orow = ws.o.data() + r * dv;
+        if (l[r] > acc_t(0)) {
+          const acc_t inv = acc_t(1) / l[r];
+          at::vec::map([inv](V x) { return x * V(inv); }, orow, orow, dv);
+          lse[i0 + r] = m[r] + std::log(l[r]);
+          if (psum) psum[i0 + r] = ps[r] * inv;
+        } else {
+          lse[i0 + r] = std::numeric_limits<acc_t>::infinity();
+          if (psum) psum[i0 + r] = acc_t(0);
+        }
+      }
+      store_rows(ws.o.data(), bq, dv, at_row<scalar_t>(P.o, b, i0, h), P.o.st);
     }
   }
-  store_rows(ws.o.data(), bq, dv, at_row<scalar_t>(P.o, b, i0, h), P.o.st);
 }
 
 template <typename scalar_t>
@@ -177,6 +215,7 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
   MF_BOUNDS_CHECK(len >= 0 && len <= tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", tk, "]");
   MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention backward task out of range");
   const bool shared_kv = P.k.sh == 0;
+  const bool packed = tq >= 4;
   const acc_t scale = static_cast<acc_t>(P.scale);
   const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
   // dK/dV accumulators for all keys of this task; with shared K = V one
@@ -185,11 +224,16 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
   if (!shared_kv) ws.dv.assign(std::max<int64_t>(1, len * dv), acc_t(0));
   ws.s.resize(kBQ * kBK);
   ws.dp.resize(kBQ * kBK);
-  ws.pack.resize(std::max(dk, dv) * kBK);
   ws.keep.resize(kBK + 4);
   ws.row.resize(kBQ);
+  ws.dq.resize(kBQ * dk);
+  KeyView<scalar_t, acc_t> K, Vv;
 
   for (int64_t h = h0; h < h1; ++h) {
+    if (len > 0 && (h == h0 || !shared_kv)) {
+      K = key_view<scalar_t, acc_t>(P.k, b, h, len, dk, packed, ws.k, ws.kt);
+      Vv = key_view<scalar_t, acc_t>(P.v, b, h, len, dv, packed, ws.v, ws.vt);
+    }
     const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
     const auto* lse = static_cast<const acc_t*>(P.lse) + (b * P.heads + h) * tq;
     const auto* psum = P.psum ? static_cast<const acc_t*>(P.psum) + (b * P.heads + h) * tq : nullptr;
@@ -201,8 +245,7 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
       const int64_t bq = std::min(kBQ, tq - i0);
       scalar_t* dq_out = at_row<scalar_t>(P.dq, b, i0, h);
       if (len == 0) {
-        for (int64_t r = 0; r < bq; ++r)
-          std::fill_n(dq_out + r * P.dq.st, dk, scalar_t(0));
+        for (int64_t r = 0; r < bq; ++r) std::fill_n(dq_out + r * P.dq.st, dk, scalar_t(0));
         continue;
       }
       int64_t ldq, lddo, ldo;
@@ -216,19 +259,20 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
         if (dpsum) d += dpsum[i0 + r] * psum[i0 + r];
         ws.row[r] = d;
       }
-      ws.dq.assign(bq * dk, acc_t(0));
+      std::fill_n(ws.dq.data(), bq * dk, acc_t(0));
       for (int64_t j0 = 0; j0 < len; j0 += kBK) {
         const int64_t bk = std::min(kBK, len - j0);
-        int64_t ldk, ldv;
-        const acc_t* kb = as_acc(at_row<const scalar_t>(P.k, b, j0, h), bk, dk, P.k.st, ws.k, ldk);
-        const acc_t* vb = as_acc(at_row<const scalar_t>(P.v, b, j0, h), bk, dv, P.v.st, ws.v, ldv);
+        MF_BOUNDS_CHECK(j0 + bk <= tk && i0 + bq <= tq, "backward block out of range");
+        const acc_t* kb = K.rows + j0 * K.ld;
         acc_t* s = ws.s.data();
         acc_t* dp = ws.dp.data();
-        micro::gemm_nt<acc_t>(bq, bk, dk, scale, q, ldq, kb, ldk, s, bk, ws.pack.data());
-        micro::gemm_nt<acc_t>(bq, bk, dv, acc_t(1), dout, lddo, vb, ldv, dp, bk, ws.pack.data());
+        micro::gemm_nt<acc_t>(bq, bk, dk, scale, q, ldq, kb, K.ld, packed ? K.t + j0 : nullptr, len,
+                              s, bk);
+        micro::gemm_nt<acc_t>(bq, bk, dv, acc_t(1), dout, lddo, Vv.rows + j0 * Vv.ld, Vv.ld,
+                              packed ? Vv.t + j0 : nullptr, len, dp, bk);
         for (int64_t r = 0; r < bq; ++r) {
-          acc_t* sr = s + r * bk;   // -> p, then p~ (dropped) for dV
-          acc_t* dpr = dp + r * bk; // -> ds
+          acc_t* sr = s + r * bk;    // -> p, then p~ (dropped) for dV
+          acc_t* dpr = dp + r * bk;  // -> scale * ds
           const acc_t lse_r = lse[i0 + r];
           const acc_t extra = dpsum ? dpsum[i0 + r] : acc_t(0);
           const acc_t d_r = ws.row[r];
@@ -242,13 +286,14 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
               sr[j] = p * z;
             }
           } else {
-            at::vec::map2([extra, d_r, scale](V p, V g) { return V(scale) * p * (g + V(extra - d_r)); },
-                          dpr, sr, dpr, bk);
+            at::vec::map2(
+                [extra, d_r, scale](V p, V g) { return V(scale) * p * (g + V(extra - d_r)); }, dpr,
+                sr, dpr, bk);
           }
         }
         // dV[j0:] += P~^T dO;  dQ += dS K;  dK[j0:] += dS^T Q.
         micro::gemm_nn<acc_t>(bk, dv, bq, acc_t(1), s, 1, bk, dout, lddo, true, dv_acc + j0 * dv, dv);
-        micro::gemm_nn<acc_t>(bq, dk, bk, acc_t(1), dp, bk, 1, kb, ldk, true, ws.dq.data(), dk);
+        micro::gemm_nn<acc_t>(bq, dk, bk, acc_t(1), dp, bk, 1, kb, K.ld, true, ws.dq.data(), dk);
         micro::gemm_nn<acc_t>(bk, dk, bq, acc_t(1), dp, 1, bk, q, ldq, true, dk_acc + j0 * dk, dk);
       }
       store_rows(ws.dq.data(), bq, dk, dq_out, P.dq.st);
@@ -272,31 +317,45 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
   }
 }
 
+// Tasks: for every batch item b (outermost, so that the contiguous chunks of
+// at::parallel_for's static split get similar mixes of pathways), for every
+// pathway, one task per head, or one per item when the heads share K = V.
+template <typename F>
+void for_each_task(const std::vector<AttentionProblem>& problems, const F& fn) {
+  if (problems.empty()) return;
+  const int64_t batch = problems[0].batch;
+  std::vector<int64_t> first(problems.size() + 1, 0);
+  for (size_t p = 0; p < problems.size(); ++p) {
+    TORCH_INTERNAL_ASSERT(problems[p].batch == batch);
+    first[p + 1] = first[p] + (problems[p].k.sh == 0 ? 1 : problems[p].heads);
+  }
+  const int64_t per_item = first.back();
+  at::parallel_for(0, batch * per_item, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / per_item, r = t % per_item;
+      const size_t p = std::upper_bound(first.begin(), first.end(), r) - first.begin() - 1;
+      const auto& P = problems[p];
+      if (P.k.sh == 0) {
+        fn(P, b, int64_t(0), P.heads);
+      } else {
+        const int64_t h = r - first[p];
+        fn(P, b, h, h + 1);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void cross_modal_attention_forward_cpu_kernel(at::ScalarType dtype,
                                               const std::vector<AttentionProblem>& problems,
                                               const DropoutParams& dropout) {
-  // Task t -> (problem, b, h, query block); prefix sums over problems.
-  std::vector<int64_t> first(problems.size() + 1, 0);
-  for (size_t p = 0; p < problems.size(); ++p) {
-    const auto& P = problems[p];
-    first[p + 1] = first[p] + P.batch * P.heads * ((P.tq + kBQ - 1) / kBQ);
-  }
   const DropoutState drop = make_dropout(dropout);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "cross_modal_attention_cpu", [&] {
-    at::parallel_for(0, first.back(), 1, [&](int64_t t0, int64_t t1) {
-      Scratch<at::opmath_type<scalar_t>> ws;
-      for (int64_t t = t0; t < t1; ++t) {
-        const size_t p = std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1;
-        const auto& P = problems[p];
-        const int64_t nqb = (P.tq + kBQ - 1) / kBQ;
-        int64_t r = t - first[p];
-        const int64_t qb = r % nqb;
-        r /= nqb;
-        const int64_t h = r % P.heads, b = r / P.heads;
-        forward_task<scalar_t>(P, drop, b, h, qb * kBQ, std::min(P.tq, (qb + 1) * kBQ), ws);
-      }
+    using acc_t = at::opmath_type<scalar_t>;
+    for_each_task(problems, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
+      thread_local Scratch<acc_t> ws;
+      forward_task<scalar_t>(P, drop, b, h0, h1, ws);
     });
   });
 }
@@ -304,26 +363,12 @@ void cross_modal_attention_forward_cpu_kernel(at::ScalarType dtype,
 void cross_modal_attention_backward_cpu_kernel(at::ScalarType dtype,
                                                const std::vector<AttentionProblem>& problems,
                                                const DropoutParams& dropout) {
-  // Task t -> (problem, b, head) or (problem, b) when the heads share K = V.
-  std::vector<int64_t> first(problems.size() + 1, 0);
-  for (size_t p = 0; p < problems.size(); ++p) {
-    const auto& P = problems[p];
-    first[p + 1] = first[p] + P.batch * (P.k.sh == 0 ? 1 : P.heads);
-  }
   const DropoutState drop = make_dropout(dropout);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "cross_modal_attention_backward_cpu", [&] {
-    at::parallel_for(0, first.back(), 1, [&](int64_t t0, int64_t t1) {
-      Scratch<at::opmath_type<scalar_t>> ws;
-      for (int64_t t = t0; t < t1; ++t) {
-        const size_t p = std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1;
-        const auto& P = problems[p];
-        const int64_t r = t - first[p];
-        if (P.k.sh == 0) {
-          backward_task<scalar_t>(P, drop, r, 0, P.heads, ws);
-        } else {
-          backward_task<scalar_t>(P, drop, r / P.heads, r % P.heads, r % P.heads + 1, ws);
-        }
-      }
+    using acc_t = at::opmath_type<scalar_t>;
+    for_each_task(problems, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
+      thread_local Scratch<acc_t> ws;
+      backward_task<scalar_t>(P, drop, b, h0, h1, ws);
     });
   });
 }

@@ -115,6 +115,7 @@ void forward_impl(const CombineParams& P) {
           at::vec::map2([](V a, V c) { return a + c; }, base.data(), base.data(), tmp.data(), d);
         }
       }
+      MF_BOUNDS_CHECK(b < M.batch && M.d == d, "combine task out of range");
       for (int64_t i = 0; i < M.t; ++i) {
         const int64_t r = b * M.t + i;
         at::vec::convert(static_cast<const scalar_t*>(M.x) + r * d, sum.data(), d);
@@ -220,6 +221,7 @@ void backward_impl(const CombineParams& P) {
         at::vec::map2([](V acc, V a) { return acc + a; }, dbias, dbias, dx.data(), d);
         for (size_t k = 0; k < M.items.size(); ++k) {
           const auto& it = M.items[k];
+          MF_BOUNDS_CHECK(it.key_len[b] >= 0 && it.key_len[b] <= 1, "item key length");
           if (it.key_len[b] == 0) continue;
           for (int64_t h = 0; h < it.heads; ++h) {
             const acc_t kk = item_keep<acc_t>(attn, it, b, i, h);

@@ -53,7 +53,7 @@ struct Plan {
 
 // Entries of the full `saved` layout of the forward op (see cross_modal.cpp);
 // the op returns the ones the plan needs.
-constexpr int kNumSaved = 42;
+constexpr int kNumSaved = 36;
 // Number of tensors the backward op returns: dx_v, dx_a, dx_t, then 6 each of
 // d in_proj_weight, d in_proj_bias, d out_proj.weight, d out_proj.bias, then
 // d ln_weight, d ln_bias.

@@ -226,14 +226,13 @@ def cross_modal_reference(
 # --------------------------------------------------------------------------- fake + autograd
 def saved_names(modes: Sequence[int], attention_dropout: bool) -> list[str]:
     """Names of the entries of the op's ``saved`` output, in order (the layout of
-    csrc/cross_modal/cross_modal.cpp): Y_m, Win_m (projections, concatenated
-    in_proj rows), O_m, Wout_m (row-pathway attention outputs, out_proj
-    columns), u_m (LayerNorm input), stats_m (mean, rstd), lse_p, qt_p, z_p,
-    psum_p (absorbed pathways)."""
+    csrc/cross_modal/cross_modal.cpp): Y_m (grouped input projections), O_m
+    (row-pathway attention outputs), u_m (LayerNorm input), stats_m (mean,
+    rstd), lse_p, and for absorbed pathways qt_p, z_p, psum_p."""
     n_in, n_out = _slot_counts(modes)
     mods, names = "vat", []
-    names += [f"Y_{mods[m]}" for m in range(3) if n_in[m]] + [f"Win_{mods[m]}" for m in range(3) if n_in[m]]
-    names += [f"O_{mods[m]}" for m in range(3) if n_out[m]] + [f"Wout_{mods[m]}" for m in range(3) if n_out[m]]
+    names += [f"Y_{mods[m]}" for m in range(3) if n_in[m]]
+    names += [f"O_{mods[m]}" for m in range(3) if n_out[m]]
     names += [f"u_{mods[m]}" for m in range(3)] + [f"stats_{mods[m]}" for m in range(3)]
     names += [f"lse_{PATHWAYS[p]}" for p in range(6) if modes[p] != KEY_LEN_1]
     names += [f"qt_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED]
@@ -259,9 +258,7 @@ def _fake_forward(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, 
     # The layout of csrc/cross_modal/cross_modal.cpp (saved_present): only what the plan needs.
     saved = (
         [new(b * t[m], n_in[m] * d) for m in range(3) if n_in[m]]
-        + [new(n_in[m] * d, d) for m in range(3) if n_in[m]]
         + [new(b * t[m], n_out[m] * d) for m in range(3) if n_out[m]]
-        + [new(d, n_out[m] * d) for m in range(3) if n_out[m]]
         + [new(b, t[m], d) for m in range(3)]
         + [new(b * t[m], 2, dtype=acc) for m in range(3)]
         + [new(b, h, t[_QUERY[p]], dtype=acc) for p in range(6) if modes[p] != KEY_LEN_1]
