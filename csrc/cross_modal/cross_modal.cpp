@@ -505,7 +505,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
 
   // 4. Absorbed pathways, before the attention backward: dz_h = dO_h W_v,h,
   //    dW_v,h = dO_h^T z_h, db_v,h = coef^T dO_h, dpsum_h = dO_h b_v,h.
-  std::array<at::Tensor, kNumPathways> dz, dqt, dy_abs, dpsum;
+  std::array<at::Tensor, kNumPathways> dz, dqt, dpsum;
   for (int p = 0; p < kNumPathways; ++p) {
     if (P.mode[p] != kAbsorbed) continue;
     const int x = kQueryModality[p], y = kKeyModality[p];
@@ -530,7 +530,6 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     // K bias: softmax is invariant to the per-row constant q . b_k.
     g_in_b[p].narrow(0, D, D).zero_();
     dqt[p] = at::empty({B * tx, H * D}, opts);
-    dy_abs[p] = at::empty({B, P.t[y], D}, opts);
   }
 
   // 5. ONE attention backward for every general and absorbed pathway.
@@ -566,7 +565,8 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
       ap.o = seq(saved[kZ + p], tx, 0, D);
       ap.dout = seq(dz[p], tx, 0, D);
       ap.dq = seq(dqt[p], tx, 0, D);
-      ap.dk_out = seq(dy_abs[p].view({B * ty, D}), ty, 0, 0);
+      // dx_y accumulates in dsum_y (not read after step 3): dx_y += dK + dV.
+      ap.dk_out = seq(gsum[y], ty, 0, 0);
       if (saved[kPsum + p].defined()) {
         ap.psum = saved[kPsum + p].data_ptr();
         ap.dpsum = dpsum[p].data_ptr();
@@ -590,30 +590,24 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     }
   }
 
-  // 7. Grouped input projections: dx_m = dsum_m + dy_absorbed + sum_slots dY_m,s W_s;
-  //    weight gradients per slot, written straight into the parameters' gradients.
+  // 7. Grouped input projections: dx_m = dsum_m (+ dy of absorbed pathways, added
+  //    above) + sum_slots dY_m,s W_s, in place in dsum_m's buffer; weight
+  //    gradients per slot, written straight into the parameters' gradients.
   std::array<at::Tensor, kNumModalities> dx;
   for (int m = 0; m < kNumModalities; ++m) {
-    at::Tensor acc = gsum[m];
-    for (int p = 0; p < kNumPathways; ++p)
-      if (P.mode[p] == kAbsorbed && kKeyModality[p] == m)
-        acc = acc.add(dy_abs[p].view({B * P.t[m], D}));
     const auto slots = slots_of(P, m);
     if (!slots.empty()) {
       const at::Tensor db = dY[m].sum(0);
       for (size_t s = 0; s < slots.size(); ++s) {
         const auto [p, part] = slots[s];
         const at::Tensor dys = dY[m].narrow(1, s * D, D);
-        const at::Tensor w = in_rows(a, p, part, D);
-        dx[m] = dx[m].defined() ? dx[m].addmm_(dys, w) : at::addmm(acc, dys, w);
+        gsum[m].addmm_(dys, in_rows(a, p, part, D));
         at::Tensor gw = g_in_w[p].narrow(0, part * D, D);
         at::mm_out(gw, dys.t(), xf[m]);
         g_in_b[p].narrow(0, part * D, D).copy_(db.narrow(0, s * D, D));
       }
-    } else {
-      dx[m] = acc.clone();
     }
-    dx[m] = dx[m].view({B, P.t[m], D});
+    dx[m] = gsum[m].view({B, P.t[m], D});
   }
   // Parts of in_proj no path reads get zero gradients: Q and K of key-length-1
   // pathways (K bias of absorbed pathways is zeroed above).

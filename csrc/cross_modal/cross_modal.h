@@ -33,7 +33,9 @@ struct AttentionProblem {
   void* psum = nullptr;         // optional [B, H, tq]: sum_j of the dropped-out probabilities
   // Backward only.
   StridedSeq dout, dq, dk_out, dv_out;  // dk_out/dv_out: [B, tk, H, d]; with shared K=V (k.sh == 0)
-                                        // dk_out receives dK + dV summed over heads, dv_out unused
+                                        // dk_out receives dK + dV summed over heads, dv_out unused,
+                                        // and is ADDED to (+=): shared-K problems writing the same
+                                        // dk_out run one after another in one task per item
   const void* dpsum = nullptr;  // optional [B, H, tq]: gradient of psum
 };
 

@@ -311,35 +311,56 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
       }
     }
   }
-  if (shared_kv) {
-    store_rows(ws.dk.data(), len, dk, at_row<scalar_t>(P.dk_out, b, 0, 0), P.dk_out.st);
-    for (int64_t j = len; j < tk; ++j) std::fill_n(at_row<scalar_t>(P.dk_out, b, j, 0), dk, scalar_t(0));
+  if (shared_kv) {  // dk_out += dK + dV (keys >= len get nothing)
+    scalar_t* out = at_row<scalar_t>(P.dk_out, b, 0, 0);
+    for (int64_t j = 0; j < len; ++j) {
+      scalar_t* o = out + j * P.dk_out.st;
+      const acc_t* src = ws.dk.data() + j * dk;
+      for (int64_t c = 0; c < dk; ++c) o[c] = static_cast<scalar_t>(static_cast<acc_t>(o[c]) + src[c]);
+    }
   }
 }
 
 // Tasks: for every batch item b (outermost, so that the contiguous chunks of
-// at::parallel_for's static split get similar mixes of pathways), for every
-// pathway, one task per head, or one per item when the heads share K = V.
+// at::parallel_for's static split get similar mixes of pathways), one task per
+// head of each pathway, or, when the heads share K = V, one task per group of
+// pathways that write the same dK buffer (run in sequence: they accumulate).
 template <typename F>
-void for_each_task(const std::vector<AttentionProblem>& problems, const F& fn) {
+void for_each_task(const std::vector<AttentionProblem>& problems, bool group_shared, const F& fn) {
   if (problems.empty()) return;
   const int64_t batch = problems[0].batch;
-  std::vector<int64_t> first(problems.size() + 1, 0);
-  for (size_t p = 0; p < problems.size(); ++p) {
-    TORCH_INTERNAL_ASSERT(problems[p].batch == batch);
-    first[p + 1] = first[p] + (problems[p].k.sh == 0 ? 1 : problems[p].heads);
+  struct Group {
+    std::vector<const AttentionProblem*> members;
+    int64_t head = -1;  // >= 0: this head of the single member; -1: all heads
+  };
+  std::vector<Group> groups;
+  for (const auto& P : problems) {
+    TORCH_INTERNAL_ASSERT(P.batch == batch);
+    if (P.k.sh != 0) {
+      for (int64_t h = 0; h < P.heads; ++h) groups.push_back({{&P}, h});
+      continue;
+    }
+    Group* g = nullptr;
+    if (group_shared)
+      for (auto& other : groups)
+        if (other.head < 0 && other.members[0]->dk_out.ptr == P.dk_out.ptr) g = &other;
+    if (g) {
+      g->members.push_back(&P);
+    } else {
+      groups.push_back({{&P}, -1});
+    }
   }
-  const int64_t per_item = first.back();
+  const int64_t per_item = static_cast<int64_t>(groups.size());
   at::parallel_for(0, batch * per_item, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / per_item, r = t % per_item;
-      const size_t p = std::upper_bound(first.begin(), first.end(), r) - first.begin() - 1;
-      const auto& P = problems[p];
-      if (P.k.sh == 0) {
-        fn(P, b, int64_t(0), P.heads);
-      } else {
-        const int64_t h = r - first[p];
-        fn(P, b, h, h + 1);
+      const int64_t b = t / per_item;
+      const Group& g = groups[t % per_item];
+      for (const AttentionProblem* P : g.members) {
+        if (g.head >= 0) {
+          fn(*P, b, g.head, g.head + 1);
+        } else {
+          fn(*P, b, int64_t(0), P->heads);
+        }
       }
     }
   });
@@ -353,7 +374,7 @@ void cross_modal_attention_forward_cpu_kernel(at::ScalarType dtype,
   const DropoutState drop = make_dropout(dropout);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "cross_modal_attention_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    for_each_task(problems, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
+    for_each_task(problems, false, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
       thread_local Scratch<acc_t> ws;
       forward_task<scalar_t>(P, drop, b, h0, h1, ws);
     });
@@ -366,7 +387,7 @@ void cross_modal_attention_backward_cpu_kernel(at::ScalarType dtype,
   const DropoutState drop = make_dropout(dropout);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "cross_modal_attention_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    for_each_task(problems, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
+    for_each_task(problems, true, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
       thread_local Scratch<acc_t> ws;
       backward_task<scalar_t>(P, drop, b, h0, h1, ws);
     });
