@@ -277,12 +277,12 @@ def _fake_backward(grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len_t, i
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.inputs = inputs  # tensors are saved below; the rest are Python values
-    (x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b, *_rest) = inputs
-    rng = inputs[-1]
+    (x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b,
+     ln_eps, num_heads, modes, attn_p, out_p, training, rng) = inputs
+    ctx.scalars = (ln_eps, num_heads, list(modes), attn_p, out_p, training)
+    ctx.has_rng = rng is not None
     saved = list(output[3])
     tensors = [x_v, x_a, x_t, len_v, len_a, len_t, *in_w, *in_b, *out_w, *out_b, ln_w, ln_b]
-    ctx.has_rng = rng is not None
     if rng is not None:
         tensors.append(rng)
     ctx.save_for_backward(*tensors, *saved)
@@ -295,13 +295,9 @@ def _backward(ctx, grad_v, grad_a, grad_t, _grad_saved):
     x_v, x_a, x_t, len_v, len_a, len_t = ts[:6]
     in_w, in_b, out_w, out_b = (list(ts[6 + 6 * i: 12 + 6 * i]) for i in range(4))
     ln_w, ln_b = ts[30], ts[31]
-    k = 32
-    rng = None
-    if ctx.has_rng:
-        rng = ts[32]
-        k = 33
-    saved = list(ts[k:])
-    _, _, _, _, _, _, _, _, _, _, _, _, ln_eps, num_heads, modes, attn_p, out_p, training, _ = ctx.inputs
+    rng = ts[32] if ctx.has_rng else None
+    saved = list(ts[33 if ctx.has_rng else 32:])
+    ln_eps, num_heads, modes, attn_p, out_p, training = ctx.scalars
     grads = [g if g is not None else torch.zeros_like(x) for g, x in zip((grad_v, grad_a, grad_t), (x_v, x_a, x_t))]
     g = torch.ops.maven_fast.cross_modal_block_backward(
         *grads, x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps,
