@@ -221,6 +221,22 @@ def run_shape(name, t, rounds, warmup, params_of, check_only=False):
     return results, gemm
 
 
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
+        if "avx512_bf16" in flags:
+            model += " (avx512_bf16)"
+    except (OSError, StopIteration):
+        pass
+    load = ", load average %.1f at the end" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    return f"{model}, {os.cpu_count()} logical CPUs{load}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few rounds; skip the (256, 400, 64) shape")
@@ -257,7 +273,7 @@ def main() -> None:
 
     md = []
     md.append(f"# Cross-modal block, CPU (B={B}, D={D}, H={H}, float32, dropout 0, training mode)\n")
-    md.append(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+    md.append(f"Machine: {machine()}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
               f"CPU capability {torch.backends.cpu.get_cpu_capability()}; "
               f"fp32 GEMM rate in this run: median {statistics.median(gemm_all):.0f} GFLOP/s "
