@@ -15,4 +15,28 @@ TORCH_LIBRARY(maven_fast, m) {
       "polar_head_backward(Tensor? grad_valence_arousal, Tensor? grad_theta_intensity, "
       "Tensor? grad_loss, Tensor x, Tensor weight, Tensor bias, Tensor? target, Tensor? mask, "
       "Tensor n_valid, bool bounded) -> (Tensor, Tensor, Tensor)");
+
+  // Six-pathway cross-modal block (SPEC 3.1; maven_fast/ops/cross_modal.py).
+  // x_* [B, T_*, D] projected modality sequences, len_* [B] integer lengths
+  // (keys j >= len are masked), the 6 pathways' nn.MultiheadAttention
+  // parameters in the order v2a, v2t, a2v, a2t, t2v, t2a, the shared
+  // LayerNorm, `modes` [6] (0 general, 1 key length 1, 2 weight absorption),
+  // dropout probabilities (applied when `training`), rng = int64 [2]
+  // (Philox seed, offset; needed when dropout is active).
+  // Returns (video_enh, audio_enh, text_enh, saved) where `saved` is what the
+  // backward needs (layout: csrc/cross_modal/cross_modal.cpp).
+  m.def(
+      "cross_modal_block(Tensor x_v, Tensor x_a, Tensor x_t, Tensor len_v, Tensor len_a, "
+      "Tensor len_t, Tensor[] in_proj_weight, Tensor[] in_proj_bias, Tensor[] out_proj_weight, "
+      "Tensor[] out_proj_bias, Tensor ln_weight, Tensor ln_bias, float ln_eps, int num_heads, "
+      "int[] modes, float attn_dropout_p, float dropout_p, bool training, Tensor? rng) "
+      "-> (Tensor, Tensor, Tensor, Tensor[])");
+  // Gradients [dx_v, dx_a, dx_t, d in_proj_weight x6, d in_proj_bias x6,
+  // d out_proj_weight x6, d out_proj_bias x6, d ln_weight, d ln_bias].
+  m.def(
+      "cross_modal_block_backward(Tensor grad_v, Tensor grad_a, Tensor grad_t, Tensor x_v, "
+      "Tensor x_a, Tensor x_t, Tensor len_v, Tensor len_a, Tensor len_t, Tensor[] in_proj_weight, "
+      "Tensor[] in_proj_bias, Tensor[] out_proj_weight, Tensor[] out_proj_bias, Tensor ln_weight, "
+      "Tensor ln_bias, float ln_eps, int num_heads, int[] modes, float attn_dropout_p, "
+      "float dropout_p, bool training, Tensor? rng, Tensor[] saved) -> Tensor[]");
 }

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from maven_fast.backends import BACKEND_CHOICES
+from maven_fast.ops.cross_modal import PATHWAYS, CrossModalParams, cross_modal_block
 from maven_fast.ops.polar_head import PolarHeadOutput, polar_head
 
 
@@ -76,3 +77,63 @@ class PolarHead(nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bounded={self.bounded}, backend={self._backend!r}"
+
+
+class CrossModalBlock(nn.Module):
+    """MAVEN's six-pathway cross-modal block on projected sequences (SPEC 3.1).
+
+    Holds ``attn_{v2a,v2t,a2v,a2t,t2v,t2a}`` (``nn.MultiheadAttention(embed_dim,
+    num_heads, dropout=attn_dropout, batch_first=True)``), the shared
+    ``layer_norm`` and ``dropout`` under the original MAVEN names, so a model's
+    cross-modal module can inherit from it (adding ``video_proj`` etc.) and keep
+    its ``state_dict`` keys. ``block(x_v, x_a, x_t, v_len, a_len, t_len)``
+    returns ``(video_enh, audio_enh, text_enh)``; ``backend`` is ``auto | eager |
+    cpu`` (``cuda``/``triton`` in the next issue) and can be reassigned at any
+    time (``module.backend = "eager"``); parameters are the same in every backend.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 512,
+        num_heads: int = 2,
+        attn_dropout: float = 0.1,
+        dropout: float = 0.1,
+        backend: str = "auto",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        for p in PATHWAYS:
+            setattr(self, f"attn_{p}", nn.MultiheadAttention(embed_dim, num_heads, dropout=attn_dropout,
+                                                             batch_first=True, **kw))
+        self.layer_norm = nn.LayerNorm(embed_dim, **kw)
+        self.dropout = nn.Dropout(dropout)
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKEND_CHOICES:
+            raise ValueError(f"CrossModalBlock: unknown backend {value!r}; choose one of {BACKEND_CHOICES}")
+        self._backend = value
+
+    def params(self) -> CrossModalParams:
+        return CrossModalParams.from_modules({p: getattr(self, f"attn_{p}") for p in PATHWAYS}, self.layer_norm)
+
+    def block(
+        self, x_v: Tensor, x_a: Tensor, x_t: Tensor,
+        v_len: Tensor | None = None, a_len: Tensor | None = None, t_len: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return cross_modal_block(
+            x_v, x_a, x_t, v_len, a_len, t_len, params=self.params(), dropout_p=self.dropout.p,
+            training=self.training, backend=self._backend,
+        )
+
+    forward = block
+
+    def extra_repr(self) -> str:
+        return f"backend={self._backend!r}"

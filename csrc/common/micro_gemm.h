@@ -1,0 +1,141 @@
+// Small single-threaded GEMMs on L1/L2-resident blocks, vectorised with
+// at::vec, for use inside an at::parallel_for task (where calling BLAS would
+// pay its dispatch cost per block). Include only from CPU kernel sources
+// (compiled per CPU capability); everything here is in MAVEN_FAST_CPU_NS.
+//
+//   gemm_nn:  C[i, n] (+)= alpha * sum_p A(i, p) B[p, n]
+//             A(i, p) = a[i * a_rs + p * a_ps] (any strides, so A^T is free),
+//             B row-major (ldb), C row-major (ldc)
+//   gemm_nt:  C[i, j]  = alpha * sum_p A[i, p] B[j, p]
+//             A, B row-major with p contiguous, plus B^T packed once by the
+//             caller (pack_transposed) for all the row blocks that reuse it;
+//             tiny m uses dot products on B's rows instead
+#pragma once
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#ifndef MAVEN_FAST_CPU_NS
+#error "micro_gemm.h is for CPU kernel sources compiled per capability"
+#endif
+
+namespace maven_fast::MAVEN_FAST_CPU_NS::micro {
+
+using at::vec::Vectorized;
+
+// Register tile: MR rows x NV vectors of C.
+template <typename T>
+constexpr int kNV = (sizeof(Vectorized<T>) >= 64) ? 4 : 2;
+
+template <typename T, int MR, bool Full>
+inline void nn_tile(int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps, const T* b,
+                    int64_t ldb, bool accumulate, T* c, int64_t ldc, int64_t ncols) {
+  using V = Vectorized<T>;
+  constexpr int VS = V::size();
+  constexpr int NV = kNV<T>;
+  V r[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) r[i][v] = V(T(0));
+  for (int64_t p = 0; p < k; ++p) {
+    const T* bp = b + p * ldb;
+    V bv[NV];
+    for (int v = 0; v < NV; ++v) {
+      if constexpr (Full) {
+        bv[v] = V::loadu(bp + v * VS);
+      } else {
+        const int64_t cnt = std::clamp<int64_t>(ncols - v * VS, 0, VS);
+        bv[v] = cnt > 0 ? V::loadu(bp + v * VS, cnt) : V(T(0));
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      const V av(a[i * a_rs + p * a_ps]);
+      for (int v = 0; v < NV; ++v) r[i][v] = at::vec::fmadd(av, bv[v], r[i][v]);
+    }
+  }
+  const V va(alpha);
+  for (int i = 0; i < MR; ++i) {
+    T* ci = c + i * ldc;
+    for (int v = 0; v < NV; ++v) {
+      const int64_t cnt = Full ? VS : std::clamp<int64_t>(ncols - v * VS, 0, VS);
+      if (cnt <= 0) break;
+      V out = r[i][v] * va;
+      if (accumulate) out = out + V::loadu(ci + v * VS, cnt);
+      out.store(ci + v * VS, cnt);
+    }
+  }
+}
+
+template <typename T>
+inline void gemm_nn(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t a_rs,
+                    int64_t a_ps, const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc) {
+  constexpr int64_t NC = kNV<T> * Vectorized<T>::size();
+  for (int64_t j0 = 0; j0 < n; j0 += NC) {
+    const int64_t nc = std::min(NC, n - j0);
+    const T* bj = b + j0;
+    T* cj = c + j0;
+    int64_t i = 0;
+    if (nc == NC) {
+      for (; i + 4 <= m; i += 4)
+        nn_tile<T, 4, true>(k, alpha, a + i * a_rs, a_rs, a_ps, bj, ldb, accumulate, cj + i * ldc,
+                            ldc, nc);
+      for (; i < m; ++i)
+        nn_tile<T, 1, true>(k, alpha, a + i * a_rs, a_rs, a_ps, bj, ldb, accumulate, cj + i * ldc,
+                            ldc, nc);
+    } else {
+      for (; i + 4 <= m; i += 4)
+        nn_tile<T, 4, false>(k, alpha, a + i * a_rs, a_rs, a_ps, bj, ldb, accumulate,
+                             cj + i * ldc, ldc, nc);
+      for (; i < m; ++i)
+        nn_tile<T, 1, false>(k, alpha, a + i * a_rs, a_rs, a_ps, bj, ldb, accumulate,
+                             cj + i * ldc, ldc, nc);
+    }
+  }
+}
+
+template <typename T>
+inline T dot(const T* x, const T* y, int64_t k) {
+  using V = Vectorized<T>;
+  constexpr int VS = V::size();
+  V s0(T(0)), s1(T(0));
+  int64_t p = 0;
+  for (; p + 2 * VS <= k; p += 2 * VS) {
+    s0 = at::vec::fmadd(V::loadu(x + p), V::loadu(y + p), s0);
+    s1 = at::vec::fmadd(V::loadu(x + p + VS), V::loadu(y + p + VS), s1);
+  }
+  if (p + VS <= k) {
+    s0 = at::vec::fmadd(V::loadu(x + p), V::loadu(y + p), s0);
+    p += VS;
+  }
+  if (p < k) s1 = at::vec::fmadd(V::loadu(x + p, k - p), V::loadu(y + p, k - p), s1);
+  return at::vec::vec_reduce_all<T>([](V& u, V& w) { return u + w; }, s0 + s1);
+}
+
+// Bt[p * ldbt + j] = B[j * ldb + p] for j < n, p < k (16 x 16 tiles).
+template <typename Src, typename T>
+inline void pack_transposed(int64_t n, int64_t k, const Src* b, int64_t ldb, T* bt, int64_t ldbt) {
+  constexpr int64_t kT = 16;
+  for (int64_t j0 = 0; j0 < n; j0 += kT)
+    for (int64_t p0 = 0; p0 < k; p0 += kT) {
+      const int64_t j1 = std::min(n, j0 + kT), p1 = std::min(k, p0 + kT);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t p = p0; p < p1; ++p) bt[p * ldbt + j] = static_cast<T>(b[j * ldb + p]);
+    }
+}
+
+// C[i, j] = alpha * sum_p A[i, p] B[j, p] with B given transposed (bt, packed
+// by pack_transposed); when m < 4, from B's rows directly (dot products).
+template <typename T>
+inline void gemm_nt(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+                    int64_t ldb, const T* bt, int64_t ldbt, T* c, int64_t ldc) {
+  if (m < 4) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = alpha * dot(a + i * lda, b + j * ldb, k);
+    return;
+  }
+  gemm_nn<T>(m, n, k, alpha, a, lda, 1, bt, ldbt, false, c, ldc);
+}
+
+}  // namespace maven_fast::MAVEN_FAST_CPU_NS::micro

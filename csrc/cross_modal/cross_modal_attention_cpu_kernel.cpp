@@ -1,0 +1,398 @@
+// CPU attention for all pathways of the cross-modal block in ONE
+// at::parallel_for (compiled once per CPU capability).
+//
+// Forward, per pathway, batch item b, head h, query row i (keys j < len[b]):
+//   s_ij = scale * <q_i, k_j>
+//   m_i  = max_j s_ij,   l_i = sum_j exp(s_ij - m_i)            (online, fp32)
+//   p_ij = exp(s_ij - m_i) / l_i,   p~_ij = p_ij z_ij / (1 - p_drop)  (z: Philox keep mask)
+//   o_i  = sum_j p~_ij v_j,   lse_i = m_i + log l_i,   psum_i = sum_j p~_ij (optional)
+//   len[b] = 0: o_i = 0, lse_i = +inf, psum_i = 0
+// Backward (FlashAttention-2 form, P recomputed from lse, mask regenerated):
+//   dP~_ij = <do_i, v_j> + dpsum_i,    dp_ij = dP~_ij z_ij / (1 - p_drop)
+//   D_i    = <do_i, o_i> + dpsum_i psum_i   (= sum_j p_ij dp_ij)
+//   ds_ij  = p_ij (dp_ij - D_i)
+//   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p~_ij do_i
+// Tasks (one at::parallel_for over all pathways): (pathway, b, h), or
+// (pathway, b) when all heads share K = V (weight absorption), so every task
+// owns the dK/dV rows it writes and packs K^T (and V^T) once for all its query
+// blocks. Inputs of reduced precision are widened to fp32 once per task or
+// block; all arithmetic is in the accumulation type. Scratch buffers are
+// per thread and reused across calls.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/micro_gemm.h"
+#include "cross_modal/cross_modal.h"
+
+#ifdef MAVEN_FAST_BOUNDS_CHECKS
+#define MF_BOUNDS_CHECK(cond, ...) TORCH_CHECK(cond, "maven_fast bounds check: ", __VA_ARGS__)
+#else
+#define MF_BOUNDS_CHECK(cond, ...) ((void)0)
+#endif
+
+namespace maven_fast {
+namespace MAVEN_FAST_CPU_NS {
+namespace {
+
+using at::vec::Vectorized;
+using cross_modal::AttentionProblem;
+using cross_modal::DropoutParams;
+using cross_modal::Philox;
+
+constexpr int64_t kBQ = 64;   // query rows per block
+constexpr int64_t kBK = 128;  // keys per block
+
+template <typename acc_t>
+struct Scratch {
+  std::vector<acc_t> q, k, v, kt, vt, dout, obuf, s, dp, o, dq, dk, dv, row;
+  std::vector<uint8_t> keep;
+};
+
+// Rows [0, n) x [0, d) of a strided sequence as acc_t with leading dimension
+// `ld`: the storage itself when the types agree, else widened into `buf`.
+template <typename scalar_t, typename acc_t>
+const acc_t* as_acc(const scalar_t* src, int64_t n, int64_t d, int64_t stride,
+                    std::vector<acc_t>& buf, int64_t& ld) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    ld = stride;
+    return src;
+  } else {
+    buf.resize(std::max<int64_t>(1, n * d));
+    for (int64_t r = 0; r < n; ++r)
+      at::vec::convert(src + r * stride, buf.data() + r * d, d);
+    ld = d;
+    return buf.data();
+  }
+}
+
+template <typename acc_t, typename scalar_t>
+void store_rows(const acc_t* src, int64_t n, int64_t d, scalar_t* dst, int64_t stride) {
+  for (int64_t r = 0; r < n; ++r) at::vec::convert(src + r * d, dst + r * stride, d);
+}
+
+template <typename scalar_t>
+scalar_t* at_row(const cross_modal::StridedSeq& s, int64_t b, int64_t t, int64_t h) {
+  return static_cast<scalar_t*>(s.ptr) + b * s.sb + t * s.st + h * s.sh;
+}
+
+struct DropoutState {
+  bool on = false;
+  uint32_t threshold = 0;
+  double inv_keep = 1.0;
+  Philox philox{0, 0, 0};
+};
+
+DropoutState make_dropout(const DropoutParams& d) {
+  DropoutState s;
+  s.on = d.p > 0.0;
+  if (s.on) {
+    s.threshold = cross_modal::dropout_threshold(d.p);
+    s.inv_keep = 1.0 / (1.0 - d.p);
+    s.philox = Philox{static_cast<uint32_t>(d.seed), static_cast<uint32_t>(d.seed >> 32), d.offset};
+  }
+  return s;
+}
+
+// The keys (and values) of one (b, h) in the accumulation type: rows for the
+// row-major products, and transposed ([d, len]) for the Q K^T-like ones.
+template <typename scalar_t, typename acc_t>
+struct KeyView {
+  const acc_t* rows = nullptr;
+  int64_t ld = 0;
+  const acc_t* t = nullptr;  // [d, len], leading dimension len; null when not packed
+};
+
+template <typename scalar_t, typename acc_t>
+KeyView<scalar_t, acc_t> key_view(const cross_modal::StridedSeq& seq, int64_t b, int64_t h,
+                                  int64_t len, int64_t d, bool transposed,
+                                  std::vector<acc_t>& rows_buf, std::vector<acc_t>& t_buf) {
+  KeyView<scalar_t, acc_t> kv;
+  const scalar_t* src = at_row<const scalar_t>(seq, b, 0, h);
+  kv.rows = as_acc(src, len, d, seq.st, rows_buf, kv.ld);
+  if (transposed) {
+    t_buf.resize(std::max<int64_t>(1, d * len));
+    micro::pack_transposed(len, d, kv.rows, kv.ld, t_buf.data(), len);
+    kv.t = t_buf.data();
+  }
+  return kv;
+}
+
+template <typename scalar_t>
+void forward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
+                  int64_t h1, Scratch<at::opmath_type<scalar_t>>& ws) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using V = Vectorized<acc_t>;
+  const int64_t len = P.key_len[b], dk = P.dk, dv = P.dv, tq = P.tq;
+  MF_BOUNDS_CHECK(len >= 0 && len <= P.tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", P.tk, "]");
+  MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention task out of range");
+  const bool shared_kv = P.k.sh == 0;
+  const bool packed = tq >= 4;
+  const bool want_psum = P.psum != nullptr;
+  const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
+  ws.o.resize(kBQ * dv);
+  ws.s.resize(kBQ * kBK);
+  ws.keep.resize(kBK + 4);
+  acc_t m[kBQ], l[kBQ], ps[kBQ];
+  KeyView<scalar_t, acc_t> K, Vv;
+
+  for (int64_t h = h0; h < h1; ++h) {
+    if (h == h0 || !shared_kv) {
+      K = key_view<scalar_t, acc_t>(P.k, b, h, len, dk, packed, ws.k, ws.kt);
+      Vv = key_view<scalar_t, acc_t>(P.v, b, h, len, dv, false, ws.v, ws.vt);
+    }
+    const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
+    auto* lse = static_cast<acc_t*>(P.lse) + (b * P.heads + h) * tq;
+    auto* psum = want_psum ? static_cast<acc_t*>(P.psum) + (b * P.heads + h) * tq : nullptr;
+    for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
+      const int64_t bq = std::min(kBQ, tq - i0);
+      int64_t ldq;
+      const acc_t* q = as_acc(at_row<const scalar_t>(P.q, b, i0, h), bq, dk, P.q.st, ws.q, ldq);
+      std::fill_n(ws.o.data(), bq * dv, acc_t(0));
+      std::fill_n(m, bq, -std::numeric_limits<acc_t>::infinity());
+      std::fill_n(l, bq, acc_t(0));
+      std::fill_n(ps, bq, acc_t(0));
+      for (int64_t j0 = 0; j0 < len; j0 += kBK) {
+        const int64_t bk = std::min(kBK, len - j0);
+        MF_BOUNDS_CHECK(j0 + bk <= P.tk && i0 + bq <= tq, "attention block out of range");
+        acc_t* s = ws.s.data();
+        micro::gemm_nt<acc_t>(bq, bk, dk, static_cast<acc_t>(P.scale), q, ldq, K.rows + j0 * K.ld,
+                              K.ld, packed ? K.t + j0 : nullptr, len, s, bk);
+        for (int64_t r = 0; r < bq; ++r) {
+          acc_t* sr = s + r * bk;
+          const acc_t mx = at::vec::reduce_all<acc_t>(
+              [](V& x, V& y) { return at::vec::maximum(x, y); }, sr, bk);
+          const acc_t m_new = std::max(m[r], mx);
+          const acc_t alpha = std::exp(m[r] - m_new);  // 0 on the first block (m = -inf)
+          at::vec::map([m_new](V x) { return (x - V(m_new)).exp(); }, sr, sr, bk);
+          const acc_t sum = at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
+          l[r] = l[r] * alpha + sum;
+          m[r] = m_new;
+          if (alpha != acc_t(1)) {
+            acc_t* orow = ws.o.data() + r * dv;
+            at::vec::map([alpha](V x) { return x * V(alpha); }, orow, orow, dv);
+            ps[r] *= alpha;
+          }
+          if (drop.on) {
+            drop.philox.keep_row(stream, b, i0 + r, j0, bk, drop.threshold, ws.keep.data());
+            for (int64_t j = 0; j < bk; ++j) sr[j] = ws.keep[j] ? sr[j] * inv_keep : acc_t(0);
+          }
+          if (want_psum)
+            ps[r] += at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
+        }
+        micro::gemm_nn<acc_t>(bq, dv, bk, acc_t(1), s, bk, 1, Vv.rows + j0 * Vv.ld, Vv.ld, true,
+                              ws.o.data(), dv);
+      }
+      for (int64_t r = 0; r < bq; ++r) {
+        acc_t* orow = ws.o.data() + r * dv;
+        if (l[r] > acc_t(0)) {
+          const acc_t inv = acc_t(1) / l[r];
+          at::vec::map([inv](V x) { return x * V(inv); }, orow, orow, dv);
+          lse[i0 + r] = m[r] + std::log(l[r]);
+          if (psum) psum[i0 + r] = ps[r] * inv;
+        } else {
+          lse[i0 + r] = std::numeric_limits<acc_t>::infinity();
+          if (psum) psum[i0 + r] = acc_t(0);
+        }
+      }
+      store_rows(ws.o.data(), bq, dv, at_row<scalar_t>(P.o, b, i0, h), P.o.st);
+    }
+  }
+}
+
+template <typename scalar_t>
+void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
+                   int64_t h1, Scratch<at::opmath_type<scalar_t>>& ws) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using V = Vectorized<acc_t>;
+  const int64_t len = P.key_len[b], dk = P.dk, dv = P.dv, tq = P.tq, tk = P.tk;
+  MF_BOUNDS_CHECK(len >= 0 && len <= tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", tk, "]");
+  MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention backward task out of range");
+  const bool shared_kv = P.k.sh == 0;
+  const bool packed = tq >= 4;
+  const acc_t scale = static_cast<acc_t>(P.scale);
+  const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
+  // dK/dV accumulators for all keys of this task; with shared K = V one
+  // buffer collects dK + dV of every head.
+  ws.dk.assign(std::max<int64_t>(1, len * dk), acc_t(0));
+  if (!shared_kv) ws.dv.assign(std::max<int64_t>(1, len * dv), acc_t(0));
+  ws.s.resize(kBQ * kBK);
+  ws.dp.resize(kBQ * kBK);
+  ws.keep.resize(kBK + 4);
+  ws.row.resize(kBQ);
+  ws.dq.resize(kBQ * dk);
+  KeyView<scalar_t, acc_t> K, Vv;
+
+  for (int64_t h = h0; h < h1; ++h) {
+    if (len > 0 && (h == h0 || !shared_kv)) {
+      K = key_view<scalar_t, acc_t>(P.k, b, h, len, dk, packed, ws.k, ws.kt);
+      Vv = key_view<scalar_t, acc_t>(P.v, b, h, len, dv, packed, ws.v, ws.vt);
+    }
+    const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
+    const auto* lse = static_cast<const acc_t*>(P.lse) + (b * P.heads + h) * tq;
+    const auto* psum = P.psum ? static_cast<const acc_t*>(P.psum) + (b * P.heads + h) * tq : nullptr;
+    const auto* dpsum = P.dpsum ? static_cast<const acc_t*>(P.dpsum) + (b * P.heads + h) * tq
+                                : nullptr;
+    acc_t* dk_acc = ws.dk.data();
+    acc_t* dv_acc = shared_kv ? ws.dk.data() : ws.dv.data();
+    for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
+      const int64_t bq = std::min(kBQ, tq - i0);
+      scalar_t* dq_out = at_row<scalar_t>(P.dq, b, i0, h);
+      if (len == 0) {
+        for (int64_t r = 0; r < bq; ++r) std::fill_n(dq_out + r * P.dq.st, dk, scalar_t(0));
+        continue;
+      }
+      int64_t ldq, lddo, ldo;
+      const acc_t* q = as_acc(at_row<const scalar_t>(P.q, b, i0, h), bq, dk, P.q.st, ws.q, ldq);
+      const acc_t* dout =
+          as_acc(at_row<const scalar_t>(P.dout, b, i0, h), bq, dv, P.dout.st, ws.dout, lddo);
+      // D_i = <do_i, o_i> (+ dpsum_i psum_i).
+      const acc_t* o = as_acc(at_row<const scalar_t>(P.o, b, i0, h), bq, dv, P.o.st, ws.obuf, ldo);
+      for (int64_t r = 0; r < bq; ++r) {
+        acc_t d = micro::dot(dout + r * lddo, o + r * ldo, dv);
+        if (dpsum) d += dpsum[i0 + r] * psum[i0 + r];
+        ws.row[r] = d;
+      }
+      std::fill_n(ws.dq.data(), bq * dk, acc_t(0));
+      for (int64_t j0 = 0; j0 < len; j0 += kBK) {
+        const int64_t bk = std::min(kBK, len - j0);
+        MF_BOUNDS_CHECK(j0 + bk <= tk && i0 + bq <= tq, "backward block out of range");
+        const acc_t* kb = K.rows + j0 * K.ld;
+        acc_t* s = ws.s.data();
+        acc_t* dp = ws.dp.data();
+        micro::gemm_nt<acc_t>(bq, bk, dk, scale, q, ldq, kb, K.ld, packed ? K.t + j0 : nullptr, len,
+                              s, bk);
+        micro::gemm_nt<acc_t>(bq, bk, dv, acc_t(1), dout, lddo, Vv.rows + j0 * Vv.ld, Vv.ld,
+                              packed ? Vv.t + j0 : nullptr, len, dp, bk);
+        for (int64_t r = 0; r < bq; ++r) {
+          acc_t* sr = s + r * bk;    // -> p, then p~ (dropped) for dV
+          acc_t* dpr = dp + r * bk;  // -> scale * ds
+          const acc_t lse_r = lse[i0 + r];
+          const acc_t extra = dpsum ? dpsum[i0 + r] : acc_t(0);
+          const acc_t d_r = ws.row[r];
+          at::vec::map([lse_r](V x) { return (x - V(lse_r)).exp(); }, sr, sr, bk);
+          if (drop.on) {
+            drop.philox.keep_row(stream, b, i0 + r, j0, bk, drop.threshold, ws.keep.data());
+            for (int64_t j = 0; j < bk; ++j) {
+              const acc_t z = ws.keep[j] ? inv_keep : acc_t(0);
+              const acc_t p = sr[j];
+              dpr[j] = scale * p * ((dpr[j] + extra) * z - d_r);
+              sr[j] = p * z;
+            }
+          } else {
+            at::vec::map2(
+                [extra, d_r, scale](V p, V g) { return V(scale) * p * (g + V(extra - d_r)); }, dpr,
+                sr, dpr, bk);
+          }
+        }
+        // dV[j0:] += P~^T dO;  dQ += dS K;  dK[j0:] += dS^T Q.
+        micro::gemm_nn<acc_t>(bk, dv, bq, acc_t(1), s, 1, bk, dout, lddo, true, dv_acc + j0 * dv, dv);
+        micro::gemm_nn<acc_t>(bq, dk, bk, acc_t(1), dp, bk, 1, kb, K.ld, true, ws.dq.data(), dk);
+        micro::gemm_nn<acc_t>(bk, dk, bq, acc_t(1), dp, 1, bk, q, ldq, true, dk_acc + j0 * dk, dk);
+      }
+      store_rows(ws.dq.data(), bq, dk, dq_out, P.dq.st);
+    }
+    if (!shared_kv) {
+      store_rows(ws.dk.data(), len, dk, at_row<scalar_t>(P.dk_out, b, 0, h), P.dk_out.st);
+      store_rows(ws.dv.data(), len, dv, at_row<scalar_t>(P.dv_out, b, 0, h), P.dv_out.st);
+      for (int64_t j = len; j < tk; ++j) {
+        std::fill_n(at_row<scalar_t>(P.dk_out, b, j, h), dk, scalar_t(0));
+        std::fill_n(at_row<scalar_t>(P.dv_out, b, j, h), dv, scalar_t(0));
+      }
+      if (h + 1 < h1) {
+        std::fill(ws.dk.begin(), ws.dk.end(), acc_t(0));
+        std::fill(ws.dv.begin(), ws.dv.end(), acc_t(0));
+      }
+    }
+  }
+  if (shared_kv) {  // dk_out += dK + dV (keys >= len get nothing)
+    scalar_t* out = at_row<scalar_t>(P.dk_out, b, 0, 0);
+    for (int64_t j = 0; j < len; ++j) {
+      scalar_t* o = out + j * P.dk_out.st;
+      const acc_t* src = ws.dk.data() + j * dk;
+      for (int64_t c = 0; c < dk; ++c) o[c] = static_cast<scalar_t>(static_cast<acc_t>(o[c]) + src[c]);
+    }
+  }
+}
+
+// Tasks: for every batch item b (outermost, so that the contiguous chunks of
+// at::parallel_for's static split get similar mixes of pathways), one task per
+// head of each pathway, or, when the heads share K = V, one task per group of
+// pathways that write the same dK buffer (run in sequence: they accumulate).
+template <typename F>
+void for_each_task(const std::vector<AttentionProblem>& problems, bool group_shared, const F& fn) {
+  if (problems.empty()) return;
+  const int64_t batch = problems[0].batch;
+  struct Group {
+    std::vector<const AttentionProblem*> members;
+    int64_t head = -1;  // >= 0: this head of the single member; -1: all heads
+  };
+  std::vector<Group> groups;
+  for (const auto& P : problems) {
+    TORCH_INTERNAL_ASSERT(P.batch == batch);
+    if (P.k.sh != 0) {
+      for (int64_t h = 0; h < P.heads; ++h) groups.push_back({{&P}, h});
+      continue;
+    }
+    Group* g = nullptr;
+    if (group_shared)
+      for (auto& other : groups)
+        if (other.head < 0 && other.members[0]->dk_out.ptr == P.dk_out.ptr) g = &other;
+    if (g) {
+      g->members.push_back(&P);
+    } else {
+      groups.push_back({{&P}, -1});
+    }
+  }
+  const int64_t per_item = static_cast<int64_t>(groups.size());
+  at::parallel_for(0, batch * per_item, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / per_item;
+      const Group& g = groups[t % per_item];
+      for (const AttentionProblem* P : g.members) {
+        if (g.head >= 0) {
+          fn(*P, b, g.head, g.head + 1);
+        } else {
+          fn(*P, b, int64_t(0), P->heads);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void cross_modal_attention_forward_cpu_kernel(at::ScalarType dtype,
+                                              const std::vector<AttentionProblem>& problems,
+                                              const DropoutParams& dropout) {
+  const DropoutState drop = make_dropout(dropout);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "cross_modal_attention_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    for_each_task(problems, false, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
+      thread_local Scratch<acc_t> ws;
+      forward_task<scalar_t>(P, drop, b, h0, h1, ws);
+    });
+  });
+}
+
+void cross_modal_attention_backward_cpu_kernel(at::ScalarType dtype,
+                                               const std::vector<AttentionProblem>& problems,
+                                               const DropoutParams& dropout) {
+  const DropoutState drop = make_dropout(dropout);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "cross_modal_attention_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    for_each_task(problems, true, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
+      thread_local Scratch<acc_t> ws;
+      backward_task<scalar_t>(P, drop, b, h0, h1, ws);
+    });
+  });
+}
+
+}  // namespace MAVEN_FAST_CPU_NS
+}  // namespace maven_fast

@@ -1,0 +1,69 @@
+// Device-independent part of the cross-modal block ops: argument checks, the
+// pathway plan (projection slots), and the forward/backward orchestration
+// (grouped GEMMs through ATen, the attention and combine kernels through the
+// per-device function table).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "cross_modal/cross_modal.h"
+
+namespace maven_fast::cross_modal {
+
+struct Kernels {
+  void (*attention_forward)(at::ScalarType, const std::vector<AttentionProblem>&, const DropoutParams&);
+  void (*attention_backward)(at::ScalarType, const std::vector<AttentionProblem>&, const DropoutParams&);
+  void (*combine_forward)(at::ScalarType, const CombineParams&);
+  void (*combine_backward)(at::ScalarType, const CombineParams&);
+};
+
+// The op arguments, as the schema in registration.cpp lists them.
+struct BlockArgs {
+  std::array<at::Tensor, kNumModalities> x;    // [B, T_m, D]
+  std::array<at::Tensor, kNumModalities> len;  // [B] integer
+  std::vector<at::Tensor> in_w, in_b, out_w, out_b;  // 6 each, pathway order
+  at::Tensor ln_w, ln_b;
+  double ln_eps = 1e-5;
+  int64_t heads = 1;
+  std::vector<int64_t> modes;  // 6 PathwayMode
+  double attn_p = 0.0, out_p = 0.0;
+  bool training = false;
+  std::optional<at::Tensor> rng;  // int64 [2]: seed, offset
+};
+
+// Where each pathway's projections live. Modality m's grouped input
+// projection has n_in[m] slots of D columns; slots are assigned for m in
+// order, then pathways in order: Q (general, absorbed) where m queries; K, V
+// (general) or V (key length 1) where m is attended. The row-wise attention
+// outputs of modality m have n_out[m] slots (general and absorbed pathways
+// where m queries, in pathway order).
+struct Plan {
+  int64_t batch = 0, d = 0, heads = 1, head_dim = 0;
+  std::array<int64_t, kNumModalities> t{};
+  std::array<int64_t, kNumPathways> mode{};
+  std::array<int64_t, kNumModalities> n_in{}, n_out{};
+  std::array<int64_t, kNumPathways> q_slot{}, k_slot{}, v_slot{}, o_slot{};
+  double attn_p = 0.0, out_p = 0.0;  // effective (0 when not training)
+};
+
+// Entries of the full `saved` layout of the forward op (see cross_modal.cpp);
+// the op returns the ones the plan needs.
+constexpr int kNumSaved = 36;
+// Number of tensors the backward op returns: dx_v, dx_a, dx_t, then 6 each of
+// d in_proj_weight, d in_proj_bias, d out_proj.weight, d out_proj.bias, then
+// d ln_weight, d ln_bias.
+constexpr int kNumGrads = 3 + 4 * kNumPathways + 2;
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_forward(
+    const char* op, BlockArgs args, const Kernels& k);
+
+std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kNumModalities> grad,
+                                       BlockArgs args, const std::vector<at::Tensor>& saved,
+                                       const Kernels& k);
+
+}  // namespace maven_fast::cross_modal

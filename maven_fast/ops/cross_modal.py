@@ -1,0 +1,377 @@
+r"""The six-pathway cross-modal block of MAVEN (SPEC 3.1) as one op.
+
+Inputs are the *projected* modality sequences ``x_v [B, Tv, D]``,
+``x_a [B, Ta, D]``, ``x_t [B, Tt, D]`` with integer lengths ``[B]`` (keys at
+positions ``>= length`` are masked; queries are never masked, as in
+``nn.MultiheadAttention``). Pathway ``x2y`` = ``nn.MultiheadAttention(D, H)``
+with queries from x and keys/values from y:
+
+.. math::
+    \mathrm{x2y} = \mathrm{MHA}(x, y, y), \qquad
+    \text{video\_enh} = \mathrm{LN}(\mathrm{Dropout}((x_v + \mathrm{v2a} + \mathrm{v2t}) / 3))
+
+and likewise ``audio_enh`` (a2v, a2t) and ``text_enh`` (t2v, t2a), with ONE
+shared LayerNorm and ONE shared Dropout. A pathway whose keys are all masked
+for an item (length 0) attends to nothing: its attention output is zero, so
+the pathway gives ``out_proj.bias`` (``nn.MultiheadAttention`` gives NaN).
+
+Implementations: ``eager`` (:func:`cross_modal_reference`, built on
+``F.multi_head_attention_forward``) and ``cpu`` (``torch.ops.maven_fast.
+cross_modal_block``, C++: grouped projections, one attention call for all
+six pathways, one fused residual/dropout/LayerNorm pass, and the backward).
+The CUDA and Triton implementations come next; asking for them raises
+:class:`~maven_fast.backends.BackendUnavailable`.
+
+Structural shortcuts (``shortcuts=True``, exact up to rounding), chosen per
+pathway from the padded shapes by :func:`plan_pathways`:
+
+* key length 1 (pooled audio/text of the reference presets): softmax over one
+  key is 1, so the output is ``out_proj(V)`` once per item; no Q, no K;
+* weight absorption (few queries, many keys): scores ``(q_h W_{k,h}) y_j`` and
+  the weighted sum ``sum_j p_j y_j`` are taken on the raw keys ``y`` and
+  ``W_{v,h}`` is applied afterwards, so the long side is never projected.
+
+Dropout (when ``training``) uses a Philox counter-based generator seeded from
+torch's default CPU generator (one draw per call), so results are
+reproducible under ``torch.manual_seed`` and the backward regenerates the
+forward's masks. Its masks differ from eager PyTorch's, not its distribution.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maven_fast._extension import extension
+from maven_fast.backends import BackendUnavailable, resolve_backend
+
+PATHWAYS = ("v2a", "v2t", "a2v", "a2t", "t2v", "t2a")
+# (query modality, key modality) per pathway; modalities 0 = video, 1 = audio, 2 = text.
+_QUERY = (0, 0, 1, 1, 2, 2)
+_KEY = (1, 2, 0, 2, 0, 1)
+
+GENERAL, KEY_LEN_1, ABSORBED = 0, 1, 2
+
+SUPPORTED_DTYPES = {
+    "cpu": (torch.float32, torch.float64, torch.bfloat16, torch.float16),
+}
+
+# Cost of one attention FLOP relative to one GEMM FLOP in the CPU kernel,
+# used by plan_pathways to decide when weight absorption pays.
+_ATTENTION_FLOP_WEIGHT = 1.5
+
+
+@dataclass
+class CrossModalParams:
+    """The parameters of the block, in pathway order (v2a, v2t, a2v, a2t, t2v, t2a).
+
+    Tensors are the modules' own parameters (no copies), so gradients reach them.
+    """
+
+    in_proj_weight: list[Tensor]   # 6 x [3D, D]
+    in_proj_bias: list[Tensor]     # 6 x [3D]
+    out_proj_weight: list[Tensor]  # 6 x [D, D]
+    out_proj_bias: list[Tensor]    # 6 x [D]
+    ln_weight: Tensor              # [D]
+    ln_bias: Tensor                # [D]
+    ln_eps: float
+    num_heads: int
+    attn_dropout_p: float
+
+    @classmethod
+    def from_modules(cls, attns: Mapping[str, nn.MultiheadAttention], layer_norm: nn.LayerNorm) -> "CrossModalParams":
+        """From ``{"v2a": nn.MultiheadAttention, ...}`` and the shared ``nn.LayerNorm``."""
+        missing = [p for p in PATHWAYS if p not in attns]
+        if missing:
+            raise ValueError(f"cross_modal_block: attns is missing pathways {missing}; need {list(PATHWAYS)}")
+        mods = [attns[p] for p in PATHWAYS]
+        first = mods[0]
+        for name, m in zip(PATHWAYS, mods):
+            if not isinstance(m, nn.MultiheadAttention):
+                raise TypeError(f"cross_modal_block: attns[{name!r}] must be nn.MultiheadAttention, got {type(m).__name__}")
+            problems = []
+            if not m._qkv_same_embed_dim:
+                problems.append("separate q/k/v projection weights (kdim/vdim != embed_dim)")
+            if m.in_proj_bias is None or m.out_proj.bias is None:
+                problems.append("bias=False")
+            if m.bias_k is not None or m.add_zero_attn:
+                problems.append("add_bias_kv/add_zero_attn")
+            if (m.embed_dim, m.num_heads, m.dropout) != (first.embed_dim, first.num_heads, first.dropout):
+                problems.append(
+                    f"(embed_dim, num_heads, dropout) = {(m.embed_dim, m.num_heads, m.dropout)} differs from "
+                    f"v2a's {(first.embed_dim, first.num_heads, first.dropout)}"
+                )
+            if problems:
+                raise ValueError(f"cross_modal_block: attns[{name!r}] is not supported: {'; '.join(problems)}")
+        if layer_norm.weight is None or layer_norm.bias is None or tuple(layer_norm.normalized_shape) != (first.embed_dim,):
+            raise ValueError(
+                f"cross_modal_block: layer_norm must be nn.LayerNorm({first.embed_dim}) with affine weight and bias"
+            )
+        return cls(
+            [m.in_proj_weight for m in mods],
+            [m.in_proj_bias for m in mods],
+            [m.out_proj.weight for m in mods],
+            [m.out_proj.bias for m in mods],
+            layer_norm.weight,
+            layer_norm.bias,
+            float(layer_norm.eps),
+            int(first.num_heads),
+            float(first.dropout),
+        )
+
+    def cast(self, dtype: torch.dtype) -> "CrossModalParams":
+        c = lambda ts: [t.to(dtype) for t in ts]  # noqa: E731
+        return CrossModalParams(
+            c(self.in_proj_weight), c(self.in_proj_bias), c(self.out_proj_weight), c(self.out_proj_bias),
+            self.ln_weight.to(dtype), self.ln_bias.to(dtype), self.ln_eps, self.num_heads, self.attn_dropout_p,
+        )
+
+
+def _as_params(params) -> CrossModalParams:
+    if isinstance(params, CrossModalParams):
+        return params
+    if isinstance(params, tuple) and len(params) == 2:
+        return CrossModalParams.from_modules(*params)
+    raise TypeError(
+        "cross_modal_block: `params` must be a CrossModalParams or (attns: dict[str, nn.MultiheadAttention], "
+        f"layer_norm: nn.LayerNorm), got {type(params).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- plan
+def plan_pathways(t_v: int, t_a: int, t_t: int, d: int, num_heads: int, shortcuts: bool = True) -> list[int]:
+    """The mode of each pathway (0 general, 1 key length 1, 2 weight absorption).
+
+    Key length 1 whenever the key modality has one (padded) step. Weight
+    absorption when it does fewer (weighted) FLOPs than the general path; per
+    pathway x2y, besides the common out_proj:
+      general:   2 Tx D^2 (Q) + 4 Ty D^2 (K, V) + w 4 Tx Ty D   (attention)
+      absorbed:  6 Tx D^2 (Q, W_k fold, W_v)     + w 4 H Tx Ty D
+    """
+    t = (t_v, t_a, t_t)
+    modes = []
+    for p in range(6):
+        tx, ty = t[_QUERY[p]], t[_KEY[p]]
+        if not shortcuts:
+            modes.append(GENERAL)
+        elif ty == 1:
+            modes.append(KEY_LEN_1)
+        else:
+            w = _ATTENTION_FLOP_WEIGHT
+            general = 2 * tx * d * d + 4 * ty * d * d + w * 4 * tx * ty * d
+            absorbed = 6 * tx * d * d + w * 4 * num_heads * tx * ty * d
+            modes.append(ABSORBED if absorbed < general else GENERAL)
+    return modes
+
+
+def _slot_counts(modes: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(n_in, n_out) per modality: input-projection and attention-output slots (units of D)."""
+    n_in, n_out = [0, 0, 0], [0, 0, 0]
+    for p, mode in enumerate(modes):
+        if mode != KEY_LEN_1:
+            n_in[_QUERY[p]] += 1
+            n_out[_QUERY[p]] += 1
+        n_in[_KEY[p]] += 2 if mode == GENERAL else (1 if mode == KEY_LEN_1 else 0)
+    return n_in, n_out
+
+
+# --------------------------------------------------------------------------- reference
+def _lengths(length: Tensor | None, x: Tensor) -> Tensor:
+    if length is None:
+        return torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+    return length
+
+
+def _mha(query: Tensor, key: Tensor, key_len: Tensor, p: int, prm: CrossModalParams, attn_p: float,
+         training: bool) -> Tensor:
+    """nn.MultiheadAttention(query, key, key, key_padding_mask) (batch first), with
+    items whose keys are all masked giving out_proj.bias instead of NaN."""
+    t_k = key.shape[1]
+    empty = key_len == 0
+    mask = torch.arange(t_k, device=key.device)[None, :] >= key_len[:, None]
+    mask = mask & ~empty[:, None]  # unmask fully masked items; their output is replaced below
+    out, _ = F.multi_head_attention_forward(
+        query.transpose(0, 1), key.transpose(0, 1), key.transpose(0, 1), query.shape[-1], prm.num_heads,
+        prm.in_proj_weight[p], prm.in_proj_bias[p], None, None, False, attn_p,
+        prm.out_proj_weight[p], prm.out_proj_bias[p], training=training, key_padding_mask=mask,
+        need_weights=False,
+    )
+    out = out.transpose(0, 1)
+    return torch.where(empty[:, None, None], prm.out_proj_bias[p].to(out.dtype).expand_as(out), out)
+
+
+def cross_modal_reference(
+    x_v: Tensor, x_a: Tensor, x_t: Tensor,
+    v_len: Tensor | None, a_len: Tensor | None, t_len: Tensor | None,
+    params, dropout_p: float = 0.0, training: bool = False, attn_dropout_p: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The eager definition every backend is tested against (nn.MultiheadAttention semantics)."""
+    prm = _as_params(params)
+    attn_p = prm.attn_dropout_p if attn_dropout_p is None else attn_dropout_p
+    xs = (x_v, x_a, x_t)
+    lens = [_lengths(l, x) for l, x in zip((v_len, a_len, t_len), xs)]
+    outs = [_mha(xs[_QUERY[p]], xs[_KEY[p]], lens[_KEY[p]], p, prm, attn_p, training) for p in range(6)]
+    result = []
+    for m in range(3):
+        s = (xs[m] + outs[2 * m] + outs[2 * m + 1]) / 3
+        s = F.dropout(s, dropout_p, training)
+        result.append(F.layer_norm(s, (s.shape[-1],), prm.ln_weight, prm.ln_bias, prm.ln_eps))
+    return tuple(result)
+
+
+# --------------------------------------------------------------------------- fake + autograd
+def saved_names(modes: Sequence[int], attention_dropout: bool) -> list[str]:
+    """Names of the entries of the op's ``saved`` output, in order (the layout of
+    csrc/cross_modal/cross_modal.cpp): Y_m (grouped input projections), O_m
+    (row-pathway attention outputs), u_m (LayerNorm input), stats_m (mean,
+    rstd), lse_p, and for absorbed pathways qt_p, z_p, psum_p."""
+    n_in, n_out = _slot_counts(modes)
+    mods, names = "vat", []
+    names += [f"Y_{mods[m]}" for m in range(3) if n_in[m]]
+    names += [f"O_{mods[m]}" for m in range(3) if n_out[m]]
+    names += [f"u_{mods[m]}" for m in range(3)] + [f"stats_{mods[m]}" for m in range(3)]
+    names += [f"lse_{PATHWAYS[p]}" for p in range(6) if modes[p] != KEY_LEN_1]
+    names += [f"qt_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED]
+    names += [f"z_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED]
+    names += [f"psum_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED and attention_dropout]
+    return names
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _fake_forward(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps,
+                  num_heads, modes, attn_dropout_p, dropout_p, training, rng):
+    xs = (x_v, x_a, x_t)
+    b, d = x_v.shape[0], x_v.shape[2]
+    t = [x.shape[1] for x in xs]
+    h = num_heads
+    acc = _acc(x_v.dtype)
+    n_in, n_out = _slot_counts(modes)
+    attn_on = training and attn_dropout_p > 0
+    new = lambda *shape, dtype=None: x_v.new_empty(shape, dtype=dtype or x_v.dtype)  # noqa: E731
+    # The layout of csrc/cross_modal/cross_modal.cpp (saved_present): only what the plan needs.
+    saved = (
+        [new(b * t[m], n_in[m] * d) for m in range(3) if n_in[m]]
+        + [new(b * t[m], n_out[m] * d) for m in range(3) if n_out[m]]
+        + [new(b, t[m], d) for m in range(3)]
+        + [new(b * t[m], 2, dtype=acc) for m in range(3)]
+        + [new(b, h, t[_QUERY[p]], dtype=acc) for p in range(6) if modes[p] != KEY_LEN_1]
+        + [new(b * t[_QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
+        + [new(b * t[_QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
+        + [new(b, h, t[_QUERY[p]], dtype=acc) for p in range(6) if modes[p] == ABSORBED and attn_on]
+    )
+    return new(*x_v.shape), new(*x_a.shape), new(*x_t.shape), saved
+
+
+def _fake_backward(grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b,
+                   ln_w, ln_b, ln_eps, num_heads, modes, attn_dropout_p, dropout_p, training, rng, saved):
+    like = lambda t: t.new_empty(t.shape)  # noqa: E731
+    return ([like(x_v), like(x_a), like(x_t)] + [like(w) for w in in_w] + [like(w) for w in in_b]
+            + [like(w) for w in out_w] + [like(w) for w in out_b] + [like(ln_w), like(ln_b)])
+
+
+def _setup_context(ctx, inputs, output):
+    (x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b,
+     ln_eps, num_heads, modes, attn_p, out_p, training, rng) = inputs
+    ctx.scalars = (ln_eps, num_heads, list(modes), attn_p, out_p, training)
+    ctx.has_rng = rng is not None
+    saved = list(output[3])
+    tensors = [x_v, x_a, x_t, len_v, len_a, len_t, *in_w, *in_b, *out_w, *out_b, ln_w, ln_b]
+    if rng is not None:
+        tensors.append(rng)
+    ctx.save_for_backward(*tensors, *saved)
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(*saved)
+
+
+def _backward(ctx, grad_v, grad_a, grad_t, _grad_saved):
+    ts = ctx.saved_tensors
+    x_v, x_a, x_t, len_v, len_a, len_t = ts[:6]
+    in_w, in_b, out_w, out_b = (list(ts[6 + 6 * i: 12 + 6 * i]) for i in range(4))
+    ln_w, ln_b = ts[30], ts[31]
+    rng = ts[32] if ctx.has_rng else None
+    saved = list(ts[33 if ctx.has_rng else 32:])
+    ln_eps, num_heads, modes, attn_p, out_p, training = ctx.scalars
+    grads = [g if g is not None else torch.zeros_like(x) for g, x in zip((grad_v, grad_a, grad_t), (x_v, x_a, x_t))]
+    g = torch.ops.maven_fast.cross_modal_block_backward(
+        *grads, x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps,
+        num_heads, modes, attn_p, out_p, training, rng, saved,
+    )
+    return (g[0], g[1], g[2], None, None, None, list(g[3:9]), list(g[9:15]), list(g[15:21]), list(g[21:27]),
+            g[27], g[28], None, None, None, None, None, None, None)
+
+
+def _register_cpp_op() -> None:
+    torch.library.register_fake("maven_fast::cross_modal_block")(_fake_forward)
+    torch.library.register_fake("maven_fast::cross_modal_block_backward")(_fake_backward)
+    torch.library.register_autograd("maven_fast::cross_modal_block", _backward, setup_context=_setup_context)
+
+
+if extension() is not None:
+    _register_cpp_op()
+
+
+# --------------------------------------------------------------------------- public entry
+def _new_rng(device: torch.device) -> Tensor:
+    """(seed, offset) for the Philox masks, drawn from torch's default CPU generator."""
+    seed = torch.randint(0, 2**62, (1,), dtype=torch.long)
+    return torch.cat([seed, torch.zeros(1, dtype=torch.long)]).to(device)
+
+
+def cross_modal_block(
+    x_v: Tensor, x_a: Tensor, x_t: Tensor,
+    v_len: Tensor | None = None, a_len: Tensor | None = None, t_len: Tensor | None = None,
+    *,
+    params,
+    dropout_p: float = 0.0,
+    training: bool = False,
+    attn_dropout_p: float | None = None,
+    backend: str = "auto",
+    shortcuts: bool | Sequence[int] = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The cross-modal block on projected sequences; returns (video_enh, audio_enh, text_enh).
+
+    ``params``: a :class:`CrossModalParams`, or ``(attns, layer_norm)`` with
+    ``attns = {"v2a": nn.MultiheadAttention, ...}``. Lengths ``[B]`` (None: all
+    steps valid). ``dropout_p`` is the shared output Dropout, ``attn_dropout_p``
+    the MHAs' attention dropout (default: theirs); both apply only when
+    ``training``. ``shortcuts``: True (automatic, :func:`plan_pathways`), False
+    (general path everywhere) or six explicit pathway modes. ``backend``:
+    ``auto | eager | cpu`` (``cuda``/``triton``: next issue).
+    """
+    prm = _as_params(params)
+    attn_p = prm.attn_dropout_p if attn_dropout_p is None else float(attn_dropout_p)
+    name = resolve_backend(backend, x_v.device, x_v.dtype, SUPPORTED_DTYPES, op="cross_modal_block")
+    if name == "eager":
+        return cross_modal_reference(x_v, x_a, x_t, v_len, a_len, t_len, prm, dropout_p, training, attn_p)
+    if name in ("cuda", "triton"):
+        raise BackendUnavailable(
+            f"cross_modal_block: backend {name!r} is not implemented yet (the CUDA and Triton kernels of the "
+            "cross-modal block come in the next issue); use backend='eager' or 'cpu'"
+        )
+    if torch.is_autocast_enabled(x_v.device.type):
+        dt = torch.get_autocast_dtype(x_v.device.type)
+        x_v, x_a, x_t = x_v.to(dt), x_a.to(dt), x_t.to(dt)
+    if prm.in_proj_weight[0].dtype != x_v.dtype:
+        prm = prm.cast(x_v.dtype) if torch.is_autocast_enabled(x_v.device.type) else prm
+    xs = (x_v, x_a, x_t)
+    lens = [_lengths(l, x) for l, x in zip((v_len, a_len, t_len), xs)]
+    d = x_v.shape[-1]
+    if isinstance(shortcuts, bool):
+        modes = plan_pathways(x_v.shape[1], x_a.shape[1], x_t.shape[1], d, prm.num_heads, shortcuts)
+    else:
+        modes = [int(m) for m in shortcuts]
+    dropout_on = training and (attn_p > 0 or dropout_p > 0)
+    rng = _new_rng(x_v.device) if dropout_on else None
+    v, a, t, _ = torch.ops.maven_fast.cross_modal_block(
+        x_v, x_a, x_t, lens[0], lens[1], lens[2],
+        prm.in_proj_weight, prm.in_proj_bias, prm.out_proj_weight, prm.out_proj_bias,
+        prm.ln_weight, prm.ln_bias, prm.ln_eps, prm.num_heads, modes, attn_p, float(dropout_p), bool(training), rng,
+    )
+    return v, a, t

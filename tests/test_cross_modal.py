@@ -1,0 +1,476 @@
+"""The fused cross-modal block (CPU backend) against the eager reference."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from maven_fast import BackendUnavailable
+from maven_fast._extension import extension
+from maven_fast.nn import CrossModalBlock
+from maven_fast.ops.cross_modal import (
+    ABSORBED,
+    GENERAL,
+    KEY_LEN_1,
+    PATHWAYS,
+    CrossModalParams,
+    cross_modal_block,
+    cross_modal_reference,
+    plan_pathways,
+    saved_names,
+)
+from maven_fast.ops.frame_concat_linear import frame_concat_linear
+
+pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
+
+_KEY = (1, 2, 0, 2, 0, 1)
+
+
+def make_params(d=16, h=2, dtype=torch.float32, attn_dropout=0.0) -> CrossModalParams:
+    attns = {p: nn.MultiheadAttention(d, h, dropout=attn_dropout, batch_first=True, dtype=dtype) for p in PATHWAYS}
+    ln = nn.LayerNorm(d, dtype=dtype)
+    with torch.no_grad():  # non-trivial biases and LayerNorm, so every gradient is exercised
+        for m in attns.values():
+            m.in_proj_bias.normal_(0, 0.5)
+            m.out_proj.bias.normal_(0, 0.5)
+        ln.weight.normal_(1, 0.3)
+        ln.bias.normal_(0, 0.3)
+    return CrossModalParams.from_modules(attns, ln)
+
+
+def param_list(prm: CrossModalParams):
+    return [*prm.in_proj_weight, *prm.in_proj_bias, *prm.out_proj_weight, *prm.out_proj_bias,
+            prm.ln_weight, prm.ln_bias]
+
+
+def with_params(prm: CrossModalParams, flat):
+    return CrossModalParams(list(flat[0:6]), list(flat[6:12]), list(flat[12:18]), list(flat[18:24]),
+                            flat[24], flat[25], prm.ln_eps, prm.num_heads, prm.attn_dropout_p)
+
+
+def inputs(t, b=3, d=16, dtype=torch.float32, lengths=None):
+    xs = [torch.randn(b, ti, d, dtype=dtype, requires_grad=True) for ti in t]
+    if lengths is None:
+        lengths = []
+        for ti in t:
+            l = torch.randint(0, ti + 1, (b,))
+            l[0] = ti  # one full item
+            if b > 1:
+                l[1] = 0  # one fully masked item
+            lengths.append(l)
+    return xs, lengths
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def all_modes(t, shortcuts):
+    if shortcuts == "absorb":  # weight absorption wherever it is allowed
+        return [KEY_LEN_1 if t[_KEY[p]] == 1 else ABSORBED for p in range(6)]
+    return shortcuts
+
+
+def check_against_reference(t, shortcuts, d=16, h=2, b=3, tol=2e-5, lengths=None):
+    prm = make_params(d, h)
+    xs, lens = inputs(t, b, d, lengths=lengths)
+    ref = cross_modal_reference(*xs, *lens, prm)
+    out = cross_modal_block(*xs, *lens, params=prm, backend="cpu", shortcuts=all_modes(t, shortcuts))
+    for o, r in zip(out, ref):
+        assert o.shape == r.shape and o.dtype == r.dtype
+        assert rel_err(o, r) < tol
+    gs = [torch.randn_like(r) for r in ref]
+    wrt = xs + param_list(prm)
+    g_ref = torch.autograd.grad(ref, wrt, gs)
+    g_out = torch.autograd.grad(out, wrt, gs)
+    for i, (go, gr) in enumerate(zip(g_out, g_ref)):
+        assert go.shape == gr.shape
+        assert rel_err(go, gr) < tol, f"gradient {i}: rel. err {rel_err(go, gr):.2e}"
+
+
+# --------------------------------------------------------------------------- values and gradients
+@pytest.mark.parametrize("t", [(17, 3, 1), (1, 17, 3), (3, 1, 64), (100, 17, 1), (257, 3, 1), (1, 1, 1), (5, 7, 9)])
+@pytest.mark.parametrize("shortcuts", [False, True, "absorb"])
+def test_matches_reference(t, shortcuts):
+    check_against_reference(t, shortcuts)
+
+
+@pytest.mark.parametrize("d,h", [(128, 2), (256, 2), (512, 2), (64, 4), (24, 3)])
+@pytest.mark.parametrize("shortcuts", [False, "absorb"])
+def test_head_sizes(d, h, shortcuts):
+    # head sizes 64, 128, 256 (the presets), 16 and an odd 8 x 3
+    check_against_reference((9, 6, 1), shortcuts, d=d, h=h, b=2, tol=5e-5)
+
+
+def test_long_keys_cross_several_key_blocks():
+    check_against_reference((3, 257, 130), False, b=2)
+    check_against_reference((70, 257, 130), "absorb", b=2)
+
+
+@pytest.mark.parametrize("shortcuts", [False, True, "absorb"])
+def test_length_edges(shortcuts):
+    # Every length at its edges: 0, 1, T-1, T in every modality.
+    t = (5, 4, 3)
+    b = 4
+    lens = [torch.tensor([0, 1, ti - 1, ti]) for ti in t]
+    check_against_reference(t, shortcuts, b=b, lengths=lens)
+
+
+@pytest.mark.parametrize("shortcuts", [False, True, "absorb"])
+def test_padded_keys_are_never_read(shortcuts):
+    t = (6, 5, 4)
+    prm = make_params()
+    xs, lens = inputs(t)
+    xs = [x.detach() for x in xs]
+    out = cross_modal_block(*xs, *lens, params=prm, backend="cpu", shortcuts=all_modes(t, shortcuts))
+    # Change audio at its padded positions: video and text outputs must not move at all.
+    mask = torch.arange(t[1])[None, :] >= lens[1][:, None]
+    x_a2 = torch.where(mask[..., None], torch.full_like(xs[1], 1e6), xs[1])
+    out2 = cross_modal_block(xs[0], x_a2, xs[2], *lens, params=prm, backend="cpu", shortcuts=all_modes(t, shortcuts))
+    assert torch.equal(out[0], out2[0]) and torch.equal(out[2], out2[2])
+
+
+def test_fully_masked_pathway_gives_out_proj_bias():
+    t = (4, 3, 2)
+    prm = make_params()
+    xs, _ = inputs(t, b=1)
+    lens = [torch.tensor([4]), torch.tensor([0]), torch.tensor([0])]
+    for sc in (False, True, "absorb"):
+        out = cross_modal_block(*xs, *lens, params=prm, backend="cpu", shortcuts=all_modes(t, sc))
+        s = (xs[0] + prm.out_proj_bias[0] + prm.out_proj_bias[1]) / 3
+        expect = nn.functional.layer_norm(s, (16,), prm.ln_weight, prm.ln_bias, prm.ln_eps)
+        assert rel_err(out[0], expect) < 1e-5
+        assert torch.isfinite(torch.cat([o.flatten() for o in out])).all()
+
+
+@pytest.mark.parametrize("t", [(9, 1, 1), (7, 12, 1), (4, 20, 6)])
+def test_shortcuts_equal_general_path(t):
+    prm = make_params()
+    xs, lens = inputs(t)
+    general = cross_modal_block(*xs, *lens, params=prm, backend="cpu", shortcuts=False)
+    wrt = xs + param_list(prm)
+    gs = [torch.randn_like(o) for o in general]
+    g_general = torch.autograd.grad(general, wrt, gs)
+    for modes in (plan_pathways(*t, 16, 2), all_modes(t, "absorb")):
+        out = cross_modal_block(*xs, *lens, params=prm, backend="cpu", shortcuts=modes)
+        for o, r in zip(out, general):
+            assert rel_err(o, r) < 2e-5
+        for go, gr in zip(torch.autograd.grad(out, wrt, gs), g_general):
+            assert rel_err(go, gr) < 2e-5
+
+
+def test_plan_pathways():
+    # reference_mlp: pooled audio/text -> key length 1 wherever they are keys, absorption for a2v/t2v.
+    assert plan_pathways(64, 1, 1, 512, 2) == [KEY_LEN_1, KEY_LEN_1, ABSORBED, KEY_LEN_1, ABSORBED, KEY_LEN_1]
+    assert plan_pathways(64, 1, 1, 512, 2, shortcuts=False) == [GENERAL] * 6
+    # Long queries over short keys: never absorbed.
+    assert plan_pathways(400, 400, 400, 512, 2) == [GENERAL] * 6
+
+
+def test_non_contiguous_inputs():
+    t = (5, 4, 3)
+    prm = make_params()
+    xs, lens = inputs(t)
+    nc = [x.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_() for x in xs]
+    assert not nc[0].is_contiguous()
+    ref = cross_modal_reference(*xs, *lens, prm)
+    out = cross_modal_block(*nc, *lens, params=prm, backend="cpu")
+    for o, r in zip(out, ref):
+        assert rel_err(o, r) < 2e-5
+    g = torch.autograd.grad(out, nc, [torch.ones_like(o) for o in out])
+    g_ref = torch.autograd.grad(ref, xs, [torch.ones_like(o) for o in out])
+    for a, b in zip(g, g_ref):
+        assert rel_err(a, b) < 2e-5
+    # int32 lengths work as well
+    out32 = cross_modal_block(*xs, *[l.int() for l in lens], params=prm, backend="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(out32, cross_modal_block(*xs, *lens, params=prm, backend="cpu")))
+
+
+def test_default_lengths_mean_all_valid():
+    prm = make_params()
+    xs, _ = inputs((4, 3, 2))
+    full = [torch.full((3,), x.shape[1]) for x in xs]
+    a = cross_modal_block(*xs, params=prm, backend="cpu")
+    b = cross_modal_block(*xs, *full, params=prm, backend="cpu")
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_results_do_not_depend_on_thread_count():
+    prm = make_params()
+    xs, lens = inputs((70, 33, 5))
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = cross_modal_block(*xs, *lens, params=prm, backend="cpu")
+        ga = torch.autograd.grad(a, xs + param_list(prm), [torch.ones_like(o) for o in a])
+        torch.set_num_threads(max(2, n))
+        b = cross_modal_block(*xs, *lens, params=prm, backend="cpu")
+        gb = torch.autograd.grad(b, xs + param_list(prm), [torch.ones_like(o) for o in b])
+    finally:
+        torch.set_num_threads(n)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert all(torch.equal(u, v) for u, v in zip(ga, gb))
+
+
+# --------------------------------------------------------------------------- dropout
+@pytest.mark.parametrize("t,shortcuts", [((3, 4, 2), False), ((3, 1, 1), True), ((2, 5, 3), "absorb")])
+def test_dropout_gradcheck_float64(t, shortcuts):
+    prm = make_params(8, 2, torch.float64, attn_dropout=0.3)
+    xs, lens = inputs(t, b=2, d=8, dtype=torch.float64)
+    modes = all_modes(t, shortcuts)
+
+    def f(*args):
+        torch.manual_seed(1234)  # same Philox seed on every evaluation
+        return cross_modal_block(*args[:3], *lens, params=with_params(prm, args[3:]), dropout_p=0.25,
+                                 training=True, backend="cpu", shortcuts=modes)
+
+    # fast_mode checks random projections of the full Jacobian (every input and parameter).
+    assert torch.autograd.gradcheck(f, (*xs, *param_list(prm)), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
+    # and the slow, element-wise mode on the activations
+    assert torch.autograd.gradcheck(lambda *x: f(*x, *param_list(prm)), tuple(xs), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def _saved(t, prm, xs, lens, modes, attn_p, out_p, seed=0):
+    """The op's saved tensors by name."""
+    rng = torch.tensor([seed, 0], dtype=torch.long)
+    out = torch.ops.maven_fast.cross_modal_block(
+        *[x.detach() for x in xs], *lens, prm.in_proj_weight, prm.in_proj_bias, prm.out_proj_weight,
+        prm.out_proj_bias, prm.ln_weight, prm.ln_bias, prm.ln_eps, prm.num_heads, modes, attn_p, out_p, True, rng,
+    )
+    names = saved_names(modes, attn_p > 0)
+    assert len(names) == len(out[3])
+    return dict(zip(names, out[3]))
+
+
+def test_output_dropout_keep_rate_and_scale():
+    t, p = (64, 32, 16), 0.3
+    prm = make_params(64, 2)
+    xs, lens = inputs(t, b=8, d=64)
+    modes = plan_pathways(*t, 64, 2)
+    with torch.no_grad():
+        s0 = _saved(t, prm, xs, lens, modes, 0.0, 0.0)
+        s1 = _saved(t, prm, xs, lens, modes, 0.0, p, seed=42)
+    u0 = [s0[f"u_{m}"] for m in "vat"]
+    u1 = [s1[f"u_{m}"] for m in "vat"]
+    ratio = torch.cat([(b / a).flatten() for a, b in zip(u0, u1)])
+    kept = ratio != 0
+    n = ratio.numel()
+    rate = kept.double().mean().item()
+    assert abs(rate - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
+    assert torch.allclose(ratio[kept], torch.full_like(ratio[kept], 1 / (1 - p)), rtol=1e-4)
+    assert abs(ratio.double().mean().item() - 1.0) < 5 * math.sqrt(p / (1 - p) / n)
+
+
+def test_attention_dropout_keep_rate():
+    # W_k = 0 makes the attention uniform over the valid keys, so psum (the sum
+    # of the dropped-out probabilities) is (#kept / len) / (1 - p).
+    t, p, d = (40, 50, 8), 0.2, 32
+    prm = make_params(d, 2)
+    for w in prm.in_proj_weight:
+        w.data[d:2 * d] = 0
+    xs, _ = inputs(t, b=6, d=d)
+    lens = [torch.full((6,), ti) for ti in t]
+    modes = [ABSORBED] * 6
+    with torch.no_grad():
+        saved = _saved(t, prm, xs, lens, modes, p, 0.0, seed=7)
+    psum = torch.cat([saved[f"psum_{q}"].flatten() for q in PATHWAYS]).double()
+    n_keys = sum(6 * 2 * t[[0, 0, 1, 1, 2, 2][q]] * t[_KEY[q]] for q in range(6))
+    rate = (psum * (1 - p)).mean().item()
+    assert abs(rate - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n_keys) + 1e-6
+    # the mean of the dropped-out probabilities is unbiased
+    assert abs(psum.mean().item() - 1.0) < 5 * math.sqrt(p / (1 - p) / n_keys) + 1e-6
+
+
+def test_dropout_masks_fresh_per_call_and_seeded():
+    prm = make_params(attn_dropout=0.2)
+    xs, lens = inputs((6, 5, 4))
+    run = lambda: cross_modal_block(*xs, *lens, params=prm, dropout_p=0.2, training=True, backend="cpu")  # noqa: E731
+    torch.manual_seed(5)
+    a = run()
+    b = run()
+    torch.manual_seed(5)
+    c = run()
+    assert not torch.equal(a[0], b[0])
+    assert all(torch.equal(u, v) for u, v in zip(a, c))
+    # eval mode: no dropout, equals the reference
+    out = cross_modal_block(*xs, *lens, params=prm, dropout_p=0.2, training=False, backend="cpu")
+    ref = cross_modal_reference(*xs, *lens, prm, 0.2, False)
+    assert all(rel_err(o, r) < 2e-5 for o, r in zip(out, ref))
+
+
+def test_dropout_matches_reference_in_expectation():
+    # Average over many seeds: E[fused with dropout] ~ E[reference with dropout].
+    prm = make_params(8, 2, attn_dropout=0.3)
+    xs, lens = inputs((3, 4, 1), b=2, d=8)
+    xs = [x.detach() for x in xs]
+    n = 300
+    acc_f = [torch.zeros_like(x) for x in xs]
+    acc_r = [torch.zeros_like(x) for x in xs]
+    for _ in range(n):
+        for acc, o in zip(acc_f, cross_modal_block(*xs, *lens, params=prm, dropout_p=0.2, training=True,
+                                                   backend="cpu")):
+            acc += o / n
+        for acc, o in zip(acc_r, cross_modal_reference(*xs, *lens, prm, 0.2, True)):
+            acc += o / n
+    for a, b in zip(acc_f, acc_r):
+        assert (a - b).abs().max().item() < 0.15
+
+
+# --------------------------------------------------------------------------- op contract
+def _op_args(t, modes, attn_p=0.0, out_p=0.0, dtype=torch.float32):
+    prm = make_params(8, 2, dtype)
+    xs, lens = inputs(t, b=2, d=8, dtype=dtype)
+    rng = torch.tensor([3, 0], dtype=torch.long) if (attn_p or out_p) else None
+    return (*xs, *lens, prm.in_proj_weight, prm.in_proj_bias, prm.out_proj_weight, prm.out_proj_bias,
+            prm.ln_weight, prm.ln_bias, prm.ln_eps, 2, modes, attn_p, out_p, True, rng)
+
+
+@pytest.mark.parametrize("t,modes,p", [
+    ((3, 4, 2), [GENERAL] * 6, 0.0),
+    ((3, 1, 1), [KEY_LEN_1, KEY_LEN_1, ABSORBED, KEY_LEN_1, ABSORBED, KEY_LEN_1], 0.2),
+    ((2, 5, 3), [ABSORBED] * 6, 0.2),
+])
+def test_opcheck(t, modes, p):
+    args = _op_args(t, modes, p, p)
+    torch.library.opcheck(torch.ops.maven_fast.cross_modal_block.default, args)
+
+
+def test_compile_fullgraph_equals_eager():
+    from torch._inductor.utils import fresh_inductor_cache
+
+    torch._dynamo.reset()
+    block = CrossModalBlock(16, 2, attn_dropout=0.0, dropout=0.0, backend="cpu")
+    xs, lens = inputs((5, 3, 1), b=2)
+    compiled = torch.compile(block, fullgraph=True)
+    # A private cache: the on-disk one is keyed without the custom op's fake
+    # kernel, so graphs cached by an older build of the op could be replayed.
+    with fresh_inductor_cache():
+        out_c = compiled(*xs, *lens)
+    out_e = block(*xs, *lens)
+    for a, b in zip(out_c, out_e):
+        assert rel_err(a, b) < 1e-6
+    g_c = torch.autograd.grad(out_c, xs + list(block.parameters()), [torch.ones_like(o) for o in out_c])
+    g_e = torch.autograd.grad(out_e, xs + list(block.parameters()), [torch.ones_like(o) for o in out_e])
+    for a, b in zip(g_c, g_e):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_module_backends_share_state_dict():
+    block = CrossModalBlock(16, 2, attn_dropout=0.1, dropout=0.1)
+    keys = set(block.state_dict())
+    assert {f"attn_{p}.in_proj_weight" for p in PATHWAYS} <= keys
+    assert {"layer_norm.weight", "layer_norm.bias"} <= keys
+    block.eval()
+    xs, lens = inputs((6, 1, 1))
+    block.backend = "cpu"
+    a = block(*xs, *lens)
+    block.backend = "eager"
+    b = block(*xs, *lens)
+    assert all(rel_err(u, v) < 2e-5 for u, v in zip(a, b))
+    with pytest.raises(ValueError, match="unknown backend"):
+        block.backend = "gpu"
+
+
+# --------------------------------------------------------------------------- bf16
+def test_bf16_autocast():
+    t = (9, 6, 1)
+    prm = make_params(64, 2)
+    xs, lens = inputs(t, b=2, d=64)
+    prm64 = prm.cast(torch.float64)
+    ref64 = cross_modal_reference(*[x.double() for x in xs], *lens, prm64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = cross_modal_block(*xs, *lens, params=prm, backend="cpu")
+    eager = cross_modal_reference(*[x.bfloat16() for x in xs], *lens, prm.cast(torch.bfloat16))
+    for o, e, r in zip(out, eager, ref64):
+        assert o.dtype == torch.bfloat16
+        err_fused = (o.double() - r).abs().max().item()
+        err_eager = (e.double() - r).abs().max().item()
+        assert err_fused <= 2 * err_eager + 1e-3, (err_fused, err_eager)
+    g = torch.autograd.grad(out, xs, [torch.ones_like(o) for o in out])
+    g_ref = torch.autograd.grad(ref64, xs, [torch.ones_like(o) for o in ref64])
+    for a, b in zip(g, g_ref):
+        assert a.dtype == torch.float32
+        assert rel_err(a.double(), b) < 0.05
+
+
+# --------------------------------------------------------------------------- bad input
+def _call(xs, lens, prm, **kw):
+    return cross_modal_block(*xs, *lens, params=prm, backend="cpu", **kw)
+
+
+def test_bad_inputs_raise_clear_errors():
+    prm = make_params()
+    xs, lens = inputs((4, 3, 2))
+    with pytest.raises(RuntimeError, match=r"x_a.*\[B, T, D\]"):
+        _call([xs[0], torch.randn(3, 3, 12), xs[2]], lens, prm)
+    with pytest.raises(RuntimeError, match=r"x_t.*\[B, T, D\]"):
+        _call([xs[0], xs[1], torch.randn(2, 2, 16)], lens, prm)
+    with pytest.raises(RuntimeError, match=r"len_a.*\[0, T\] = \[0, 3\]"):
+        _call(xs, [lens[0], torch.tensor([3, 4, 0]), lens[2]], prm)
+    with pytest.raises(RuntimeError, match=r"len_v.*\[0, T\]"):
+        _call(xs, [torch.tensor([-1, 0, 0]), lens[1], lens[2]], prm)
+    with pytest.raises(RuntimeError, match=r"len_t.*shape \[B\]"):
+        _call(xs, [lens[0], lens[1], torch.tensor([1, 1])], prm)
+    with pytest.raises(RuntimeError, match=r"len_v.*integer"):
+        _call(xs, [lens[0].float(), lens[1], lens[2]], prm)
+    with pytest.raises(RuntimeError, match=r"x_a.*dtype"):
+        _call([xs[0], xs[1].double(), xs[2]], lens, prm)
+    with pytest.raises(RuntimeError, match=r"in_proj_weight.*dtype"):
+        _call([x.double() for x in xs], lens, prm)  # float64 activations, float32 weights
+    with pytest.raises(RuntimeError, match=r"x_v.*\[B, T, D\]"):
+        _call([xs[0][0], xs[1], xs[2]], lens, prm)
+    bad = make_params(16, 2)
+    bad.in_proj_weight[3] = torch.randn(48, 8)
+    with pytest.raises(RuntimeError, match=r"attn_a2t\.in_proj_weight.*\[48, 16\]"):
+        _call(xs, lens, bad)
+    bad_h = make_params(16, 2)
+    bad_h.num_heads = 3
+    with pytest.raises(RuntimeError, match=r"num_heads = 3.*divide"):
+        _call(xs, lens, bad_h)
+    with pytest.raises(RuntimeError, match=r"key length 1"):
+        _call(xs, lens, prm, shortcuts=[KEY_LEN_1] * 6)
+    with pytest.raises(RuntimeError, match=r"no time steps"):
+        _call([xs[0], torch.randn(3, 0, 16), xs[2]], [lens[0], torch.zeros(3, dtype=torch.long), lens[2]], prm)
+
+
+def test_dropout_without_rng_is_an_error():
+    args = list(_op_args((3, 4, 2), [GENERAL] * 6, 0.2, 0.0))
+    args[-1] = None
+    with pytest.raises(RuntimeError, match=r"rng"):
+        torch.ops.maven_fast.cross_modal_block(*args)
+
+
+def test_mismatched_heads_between_modules():
+    attns = {p: nn.MultiheadAttention(16, 4 if p == "t2a" else 2, batch_first=True) for p in PATHWAYS}
+    with pytest.raises(ValueError, match=r"t2a.*num_heads"):
+        CrossModalParams.from_modules(attns, nn.LayerNorm(16))
+
+
+def test_gpu_backends_not_implemented_yet():
+    prm = make_params()
+    xs, lens = inputs((4, 3, 2))
+    for backend in ("cuda", "triton"):
+        with pytest.raises(BackendUnavailable):
+            cross_modal_block(*xs, *lens, params=prm, backend=backend)
+
+
+# --------------------------------------------------------------------------- regressor shortcut
+def test_frame_concat_linear_equals_linear_on_concat():
+    b, t = 3, 7
+    lin = nn.Linear(3 * 16, 12)
+    v = torch.randn(b, t, 16, requires_grad=True)
+    a = torch.randn(b, 1, 16, requires_grad=True)
+    s = torch.randn(b, 16, requires_grad=True)
+    ref = lin(torch.cat([v, a.expand(b, t, 16), s[:, None].expand(b, t, 16)], -1))
+    out = frame_concat_linear(lin.weight, lin.bias, v, a, s)
+    assert rel_err(out, ref) < 1e-6
+    g = torch.randn_like(ref)
+    for x, y in zip(torch.autograd.grad(out, [v, a, s, lin.weight, lin.bias], g),
+                    torch.autograd.grad(ref, [v, a, s, lin.weight, lin.bias], g)):
+        assert rel_err(x, y) < 1e-5
+    with pytest.raises(ValueError, match="constant over frames"):
+        frame_concat_linear(lin.weight, lin.bias, v, torch.randn(b, 2, 16), s)
+    with pytest.raises(ValueError, match="input features"):
+        frame_concat_linear(lin.weight, lin.bias, v, a)
