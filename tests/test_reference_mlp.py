@@ -99,16 +99,6 @@ def test_ccc_weight_adds_the_ccc_loss():
     torch.testing.assert_close(model.loss(out, targets), out.loss)
 
 
-@pytest.mark.parametrize("backend", ["auto", "cpu", "cuda", "triton"])
-def test_fused_backends_raise_until_the_cross_modal_op_exists(backend):
-    with pytest.raises(BackendUnavailable, match="not implemented yet"):
-        MAVEN(MavenConfig.reference_mlp(), backend=backend)
-    model = MAVEN(MavenConfig.reference_mlp())
-    with pytest.raises(BackendUnavailable, match="issue 5"):
-        model.set_backend(backend)
-    assert model.backend == "eager" and model.regressor.head.backend == "eager"
-
-
 def test_unknown_backend_and_set_backend_eager():
     with pytest.raises(BackendUnavailable, match="unknown backend 'fast'"):
         MAVEN(MavenConfig.reference_mlp(), backend="fast")

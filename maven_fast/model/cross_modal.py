@@ -14,6 +14,10 @@ Parameter names are those of the original ``MultiHeadCrossModalAttention``, so
 its checkpoints load unchanged. Everything after the three projections is
 :meth:`CrossModalAttention.block`, the part a fused backend replaces.
 
+``block`` runs the modules themselves for ``backend="eager"`` (the reference)
+and the fused op :func:`maven_fast.ops.cross_modal.cross_modal_block` on the
+same parameters for every other backend.
+
 Key padding: with key lengths, padded keys get no attention weight. A query
 whose keys are ALL padding (key length 0) has an empty attention sum: its
 context vector is zero, so the pathway outputs ``out_proj(0) = out_proj.bias``
@@ -24,28 +28,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from maven_fast.backends import BACKEND_CHOICES, BackendUnavailable
+from maven_fast.backends import BACKEND_CHOICES, BackendUnavailable, backend_problems
+from maven_fast.ops.cross_modal import cross_modal_block
 
 PATHWAYS: tuple[str, ...] = ("v2a", "v2t", "a2v", "a2t", "t2v", "t2a")
 
 
-def cross_modal_backend_problems(backend: str) -> list[str]:
-    """Why the cross-modal block cannot run on ``backend`` (empty: it can)."""
-    if backend not in BACKEND_CHOICES:
-        return [f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}"]
-    if backend != "eager":
-        return [
-            f"backend {backend!r} needs the fused six-pathway cross-modal attention op, which is not "
-            "implemented yet (issue 5); only backend='eager' runs the cross-modal block today"
-        ]
-    return []
+_NATURAL_DEVICE = {"eager": "cpu", "cpu": "cpu", "cuda": "cuda", "triton": "cuda"}
 
 
 def check_cross_modal_backend(backend: str) -> None:
-    problems = cross_modal_backend_problems(backend)
+    """Raises BackendUnavailable naming every reason ``backend`` can never run here
+    (unknown name, extension or CUDA kernels not built, Triton missing).
+
+    Whether the tensors are on the right device is checked when the block runs
+    (a model is often built on the CPU and moved afterwards); ``auto`` is
+    resolved then too.
+    """
+    if backend not in BACKEND_CHOICES:
+        raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if backend == "auto":
+        return
+    device = _NATURAL_DEVICE[backend]
+    problems = backend_problems(backend, device)
     if problems:
         raise BackendUnavailable(
-            "cross-modal attention: backend cannot run:\n  - " + "\n  - ".join(problems)
+            f"cross-modal attention: backend {backend!r} cannot run on {device}:\n  - " + "\n  - ".join(problems)
             + "\n(backend='eager' runs the pure-PyTorch reference everywhere)"
         )
 
@@ -121,8 +129,13 @@ class CrossModalAttention(nn.Module):
         that modality. Returns ``(video_enh, audio_enh, text_enh)`` with the input
         shapes; values at padded query positions are computed but meaningless.
         """
-        check_cross_modal_backend(self._backend)
-        return self._eager_block(x_v, x_a, x_t, v_len, a_len, t_len)
+        if self._backend == "eager":
+            return self._eager_block(x_v, x_a, x_t, v_len, a_len, t_len)
+        attns = {name: self.pathway(name) for name in PATHWAYS}
+        return cross_modal_block(
+            x_v, x_a, x_t, v_len, a_len, t_len, params=(attns, self.layer_norm), dropout_p=self.dropout.p,
+            training=self.training, backend=self._backend,
+        )
 
     def _eager_block(self, x_v, x_a, x_t, v_len, a_len, t_len):
         v2a = self._attend("v2a", x_v, x_a, a_len)

@@ -34,6 +34,7 @@ from maven_fast.model.inputs import (
 from maven_fast.model.outputs import MavenOutput
 from maven_fast.model.regressor import Regressor
 from maven_fast.model.timeline import resample_to_timeline
+from maven_fast.ops.frame_concat_linear import frame_concat_linear
 
 
 class MAVEN(nn.Module):
@@ -94,10 +95,12 @@ class MAVEN(nn.Module):
     def set_backend(self, backend: str) -> "MAVEN":
         """Switch the implementation of the cross-modal block and the polar head.
 
-        ``eager`` is the pure-PyTorch reference. The fused backends (``auto``,
-        ``cpu``, ``cuda``, ``triton``) raise :class:`~maven_fast.BackendUnavailable`
-        until the fused cross-modal op exists (issue 5); nothing falls back
-        silently. Parameters are shared, so the state_dict is unchanged.
+        ``eager`` is the pure-PyTorch reference; ``cpu``, ``cuda`` and ``triton``
+        run the fused ops (:mod:`maven_fast.backends`); ``auto`` picks the fused
+        backend for the tensors' device at run time. A backend that cannot run
+        on the model's device raises :class:`~maven_fast.BackendUnavailable`
+        naming why; nothing falls back silently. Parameters are shared, so the
+        state_dict is unchanged.
         """
         check_cross_modal_backend(backend)
         self.multihead_attention.backend = backend
@@ -143,10 +146,17 @@ class MAVEN(nn.Module):
         v_enh, a_enh, t_enh = attention.block(
             x_v, x_a, x_t, v_len if use_masks else None, a_len if use_masks else None, t_len if use_masks else None
         )
-        features = self._frame_features(v_enh, a_enh, t_enh, v_len, a_len, t_len, v_valid if use_masks else None)
-
         loss_mask = mask if v_valid is None else (v_valid if mask is None else mask & v_valid)
-        head = self.regressor(features, targets, loss_mask if targets is not None else None)
+        head_mask = loss_mask if targets is not None else None
+        if self.config.variant == "reference_mlp" and self._backend != "eager":
+            # [v, a, t] per frame with a, t constant over frames: the first regressor layer's
+            # audio/text products once per item, the concatenation never built (SPEC 6).
+            first = self.regressor.fc[0]
+            hidden = frame_concat_linear(first.weight, first.bias, v_enh, a_enh, t_enh)
+            head = self.regressor(None, targets, head_mask, first_layer=hidden)
+        else:
+            features = self._frame_features(v_enh, a_enh, t_enh, v_len, a_len, t_len, v_valid if use_masks else None)
+            head = self.regressor(features, targets, head_mask)
         output = MavenOutput(head.valence_arousal, head.theta_intensity)
         if targets is not None:
             self._add_loss(output, head.loss, head.n_valid, targets, loss_mask)

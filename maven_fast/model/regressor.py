@@ -56,8 +56,11 @@ class Regressor(nn.Module):
     def head(self) -> nn.Linear:
         return self.fc[6]
 
-    def forward(self, x: Tensor, target: Tensor | None = None, mask: Tensor | None = None) -> RegressorOutput:
-        features = self.fc[:6](x)
+    def forward(self, x: Tensor | None, target: Tensor | None = None, mask: Tensor | None = None,
+                first_layer: Tensor | None = None) -> RegressorOutput:
+        """``x [..., in_features]``, or ``first_layer`` = ``fc[0](x)`` already computed
+        (the fused backends compute it without materialising ``x``)."""
+        features = self.fc[:6](x) if first_layer is None else self.fc[1:6](first_layer)
         if self.output == "polar":
             va, ti, loss, n_valid = self.head(features, target, mask)
             return RegressorOutput(va, ti, loss, n_valid)
