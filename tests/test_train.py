@@ -80,6 +80,25 @@ def test_training_learns_the_synthetic_signal(cache, tmp_path, preset, threshold
     assert result["progress"]["best_P"] >= threshold, result["val"]
 
 
+def test_fused_training_matches_eager(cache, tmp_path):
+    """Same data and seed, dropout off: the fused (cpu) backend follows the eager
+    training curve (loss within 1e-3 relative for 50 steps) to the same P."""
+    no_dropout = ["model.cross_modal.dropout=0.0", "model.regressor.dropouts=[0.0,0.0]",
+                  "model.beit.drop_path_rate=0.0", "run.max_steps=50", "run.epochs=10", "run.log_every=1",
+                  "optim.lr=1e-3"]
+    results = {}
+    for backend in ("eager", "cpu"):
+        results[backend] = train(config(cache, tmp_path / backend, *no_dropout, f"run.backend={backend}"))
+    curves = {}
+    for backend in results:
+        rows = (tmp_path / backend / "metrics.csv").read_text().splitlines()[1:]
+        curves[backend] = [float(r.split(",")[3]) for r in rows if r.startswith("train,")]
+    assert len(curves["eager"]) == len(curves["cpu"]) == 50
+    for step, (a, b) in enumerate(zip(curves["eager"], curves["cpu"])):
+        assert abs(a - b) <= 1e-3 * abs(a), f"step {step + 1}: eager loss {a} vs fused {b}"
+    assert abs(results["eager"]["val"]["P"] - results["cpu"]["val"]["P"]) <= 0.01
+
+
 def test_resume_after_stop_is_bit_identical(cache, tmp_path):
     full = config(cache, tmp_path / "full", "run.epochs=2")
     train(full)

@@ -167,19 +167,13 @@ class Trainer:
             while progress["epoch"] < cfg.run.epochs and not stop:
                 epoch = progress["epoch"]
                 stop, train_stats = self._train_epoch(train_model, optimizer, scheduler, progress, amp, logger, steps_per_epoch)
-                if stop and progress["epoch_step"] < steps_per_epoch:
-                    self._save("last", model, optimizer, scheduler, progress)
-                    break
-                progress["epoch"], progress["epoch_step"] = epoch + 1, 0
-                if (epoch + 1) % cfg.run.eval_every == 0 or progress["epoch"] == cfg.run.epochs or stop:
-                    last_val = evaluate(model, self.val_loader(), d.device, amp)
-                    logger.log("val", epoch, progress["step"], lr=optimizer.param_groups[0]["lr"],
-                               **{k: v for k, v in last_val.items() if k != "frames"})
-                    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                        scheduler.step(last_val["loss"] if cfg.optim.plateau_metric == "loss" else last_val["P"])
-                    if progress["best_P"] is None or last_val["P"] > progress["best_P"]:
-                        progress["best_P"], progress["best_step"] = last_val["P"], progress["step"]
-                        self._save("best", model, optimizer, scheduler, progress)
+                mid_epoch_stop = stop and progress["epoch_step"] < steps_per_epoch
+                if not mid_epoch_stop:
+                    progress["epoch"], progress["epoch_step"] = epoch + 1, 0
+                if (mid_epoch_stop or (epoch + 1) % cfg.run.eval_every == 0
+                        or progress["epoch"] == cfg.run.epochs or stop):
+                    last_val = self._validate(model, optimizer, scheduler, progress, amp, logger, epoch,
+                                              step_scheduler=not mid_epoch_stop)
                     if d.is_main:
                         print(f"epoch {epoch + 1}/{cfg.run.epochs} step {progress['step']}: "
                               f"train loss {train_stats['loss']:.4f} ({train_stats['samples_per_s']:.1f} samples/s) | "
@@ -190,6 +184,19 @@ class Trainer:
         finally:
             logger.close()
         return {"progress": progress, "val": last_val, "model": model}
+
+    def _validate(self, model, optimizer, scheduler, progress, amp, logger, epoch, step_scheduler: bool):
+        """Evaluate, log, step ReduceLROnPlateau (at epoch ends) and keep `best` by P."""
+        cfg = self.cfg
+        val = evaluate(model, self.val_loader(), self.dist.device, amp)
+        logger.log("val", epoch, progress["step"], lr=optimizer.param_groups[0]["lr"],
+                   **{k: v for k, v in val.items() if k != "frames"})
+        if step_scheduler and isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val["loss"] if cfg.optim.plateau_metric == "loss" else val["P"])
+        if progress["best_P"] is None or val["P"] > progress["best_P"]:
+            progress["best_P"], progress["best_step"] = val["P"], progress["step"]
+            self._save("best", model, optimizer, scheduler, progress)
+        return val
 
     def _train_epoch(self, train_model, optimizer, scheduler, progress, amp, logger, steps_per_epoch):
         cfg, d = self.cfg, self.dist
