@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     parser.add_argument("--backend", default="auto", choices=["auto", "eager", "cpu", "cuda", "triton"],
                         help="backend of the trained model (default: auto = fused for this device)")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-speed", action="store_true", help="skip the fused-vs-eager speed step")
 
@@ -135,16 +135,21 @@ def run(args) -> int:
         _section("7. training speed: fused vs eager (same batches, same weights)")
         from maven_fast.train.speed import training_samples_per_second
 
-        dataset = open_split(cfg.data.cache, cfg.data.train_split, cfg.model)
-        eager = training_samples_per_second(cfg, dataset, collate_segments, "eager")
-        fused = training_samples_per_second(cfg, dataset, collate_segments, args.backend)
-        speed = fused / eager
-        print(f"  eager {eager:.1f} samples/s, {args.backend} {fused:.1f} samples/s: {speed:.2f}x")
+        speed = {}
+        for preset in ("paper", "reference_mlp"):
+            pcfg = TrainConfig.load(None, [o for o in overrides if not o.startswith("model=")] + [f"model={preset}"])
+            dataset = open_split(pcfg.data.cache, pcfg.data.train_split, pcfg.model)
+            eager = training_samples_per_second(pcfg, dataset, collate_segments, "eager")
+            fused = training_samples_per_second(pcfg, dataset, collate_segments, args.backend)
+            speed[preset] = fused / eager
+            print(f"  {preset:<13} eager {eager:6.1f} samples/s, {args.backend} {fused:6.1f} samples/s: "
+                  f"{speed[preset]:.2f}x")
 
     _section("result")
     print(f"  validation CCC_v {metrics['ccc_v']:.3f}, CCC_a {metrics['ccc_a']:.3f}, P {metrics['P']:.3f}")
     if speed is not None:
-        print(f"  training speed, {args.backend} vs eager: {speed:.2f}x")
+        print("  training speed, " + args.backend + " vs eager: "
+              + ", ".join(f"{k} {v:.2f}x" for k, v in speed.items()))
     if predicted:
         print(f"  predictions and plot: {predicted}")
     print(f"  polar head check: {'OK' if polar_ok else 'MISMATCH'}; total {time.perf_counter() - began:.0f} s")
@@ -168,6 +173,7 @@ def _predict_one(data: Path, checkpoint: Path, out: Path, backend: str):
     parser = argparse.ArgumentParser()
     predict_cmd.add_arguments(parser)
     args = parser.parse_args([str(video), "--transcript", str(transcript),
-                              "--checkpoint", str(checkpoint), "--out", str(out), "--plot", "--backend", backend])
+                              "--checkpoint", str(checkpoint), "--out", str(out), "--plot", "--backend", backend]
+                             + ([] if sys.stderr.isatty() else ["--no-progress"]))
     predict_cmd.run(args)
     return out
