@@ -16,11 +16,12 @@ for an item (length 0) attends to nothing: its attention output is zero, so
 the pathway gives ``out_proj.bias`` (``nn.MultiheadAttention`` gives NaN).
 
 Implementations: ``eager`` (:func:`cross_modal_reference`, built on
-``F.multi_head_attention_forward``) and ``cpu`` (``torch.ops.maven_fast.
-cross_modal_block``, C++: grouped projections, one attention call for all
-six pathways, one fused residual/dropout/LayerNorm pass, and the backward).
-The CUDA and Triton implementations come next; asking for them raises
-:class:`~maven_fast.backends.BackendUnavailable`.
+``F.multi_head_attention_forward``); ``cpu`` and ``cuda``
+(``torch.ops.maven_fast.cross_modal_block``, C++ with per-device kernels:
+grouped projections, one attention launch for all six pathways, one fused
+residual/dropout/LayerNorm pass, and the backward); ``triton``
+(``torch.ops.maven_fast.cross_modal_block_triton``, the same op contract and
+``saved`` layout with Triton kernels, :mod:`maven_fast.ops.cross_modal_triton`).
 
 Structural shortcuts (``shortcuts=True``, exact up to rounding), chosen per
 pathway from the padded shapes by :func:`plan_pathways`:
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maven_fast._extension import extension
-from maven_fast.backends import BackendUnavailable, resolve_backend
+from maven_fast.backends import resolve_backend
 
 PATHWAYS = ("v2a", "v2t", "a2v", "a2t", "t2v", "t2a")
 # (query modality, key modality) per pathway; modalities 0 = video, 1 = audio, 2 = text.
@@ -58,6 +59,8 @@ GENERAL, KEY_LEN_1, ABSORBED = 0, 1, 2
 
 SUPPORTED_DTYPES = {
     "cpu": (torch.float32, torch.float64, torch.bfloat16, torch.float16),
+    "cuda": (torch.float32, torch.bfloat16, torch.float16),
+    "triton": (torch.float32, torch.bfloat16, torch.float16),
 }
 
 # Cost of one attention FLOP relative to one GEMM FLOP in the CPU kernel,
@@ -290,27 +293,36 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(*saved)
 
 
-def _backward(ctx, grad_v, grad_a, grad_t, _grad_saved):
-    ts = ctx.saved_tensors
-    x_v, x_a, x_t, len_v, len_a, len_t = ts[:6]
-    in_w, in_b, out_w, out_b = (list(ts[6 + 6 * i: 12 + 6 * i]) for i in range(4))
-    ln_w, ln_b = ts[30], ts[31]
-    rng = ts[32] if ctx.has_rng else None
-    saved = list(ts[33 if ctx.has_rng else 32:])
-    ln_eps, num_heads, modes, attn_p, out_p, training = ctx.scalars
-    grads = [g if g is not None else torch.zeros_like(x) for g, x in zip((grad_v, grad_a, grad_t), (x_v, x_a, x_t))]
-    g = torch.ops.maven_fast.cross_modal_block_backward(
-        *grads, x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps,
-        num_heads, modes, attn_p, out_p, training, rng, saved,
-    )
-    return (g[0], g[1], g[2], None, None, None, list(g[3:9]), list(g[9:15]), list(g[15:21]), list(g[21:27]),
-            g[27], g[28], None, None, None, None, None, None, None)
+def make_backward(backward_op):
+    """The autograd formula of a cross-modal block op whose backward op is ``backward_op``
+    (the C++ op and the Triton op share the argument list and the ``saved`` layout)."""
+
+    def _backward(ctx, grad_v, grad_a, grad_t, _grad_saved):
+        ts = ctx.saved_tensors
+        x_v, x_a, x_t, len_v, len_a, len_t = ts[:6]
+        in_w, in_b, out_w, out_b = (list(ts[6 + 6 * i: 12 + 6 * i]) for i in range(4))
+        ln_w, ln_b = ts[30], ts[31]
+        rng = ts[32] if ctx.has_rng else None
+        saved = list(ts[33 if ctx.has_rng else 32:])
+        ln_eps, num_heads, modes, attn_p, out_p, training = ctx.scalars
+        grads = [g if g is not None else torch.zeros_like(x) for g, x in zip((grad_v, grad_a, grad_t), (x_v, x_a, x_t))]
+        g = backward_op(
+            *grads, x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps,
+            num_heads, modes, attn_p, out_p, training, rng, saved,
+        )
+        return (g[0], g[1], g[2], None, None, None, list(g[3:9]), list(g[9:15]), list(g[15:21]), list(g[21:27]),
+                g[27], g[28], None, None, None, None, None, None, None)
+
+    return _backward
 
 
 def _register_cpp_op() -> None:
     torch.library.register_fake("maven_fast::cross_modal_block")(_fake_forward)
     torch.library.register_fake("maven_fast::cross_modal_block_backward")(_fake_backward)
-    torch.library.register_autograd("maven_fast::cross_modal_block", _backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        "maven_fast::cross_modal_block", make_backward(torch.ops.maven_fast.cross_modal_block_backward),
+        setup_context=_setup_context,
+    )
 
 
 if extension() is not None:
@@ -318,10 +330,13 @@ if extension() is not None:
 
 
 # --------------------------------------------------------------------------- public entry
-def _new_rng(device: torch.device) -> Tensor:
-    """(seed, offset) for the Philox masks, drawn from torch's default CPU generator."""
+def _new_rng() -> Tensor:
+    """(seed, offset) for the Philox masks, drawn from torch's default CPU generator.
+
+    It stays a CPU tensor for every backend: the kernels take the seed as a
+    launch argument, so reading it never waits for a GPU."""
     seed = torch.randint(0, 2**62, (1,), dtype=torch.long)
-    return torch.cat([seed, torch.zeros(1, dtype=torch.long)]).to(device)
+    return torch.cat([seed, torch.zeros(1, dtype=torch.long)])
 
 
 def cross_modal_block(
@@ -343,18 +358,13 @@ def cross_modal_block(
     the MHAs' attention dropout (default: theirs); both apply only when
     ``training``. ``shortcuts``: True (automatic, :func:`plan_pathways`), False
     (general path everywhere) or six explicit pathway modes. ``backend``:
-    ``auto | eager | cpu`` (``cuda``/``triton``: next issue).
+    ``auto | eager | cpu | cuda | triton``.
     """
     prm = _as_params(params)
     attn_p = prm.attn_dropout_p if attn_dropout_p is None else float(attn_dropout_p)
     name = resolve_backend(backend, x_v.device, x_v.dtype, SUPPORTED_DTYPES, op="cross_modal_block")
     if name == "eager":
         return cross_modal_reference(x_v, x_a, x_t, v_len, a_len, t_len, prm, dropout_p, training, attn_p)
-    if name in ("cuda", "triton"):
-        raise BackendUnavailable(
-            f"cross_modal_block: backend {name!r} is not implemented yet (the CUDA and Triton kernels of the "
-            "cross-modal block come in the next issue); use backend='eager' or 'cpu'"
-        )
     if torch.is_autocast_enabled(x_v.device.type):
         dt = torch.get_autocast_dtype(x_v.device.type)
         x_v, x_a, x_t = x_v.to(dt), x_a.to(dt), x_t.to(dt)
@@ -368,8 +378,12 @@ def cross_modal_block(
     else:
         modes = [int(m) for m in shortcuts]
     dropout_on = training and (attn_p > 0 or dropout_p > 0)
-    rng = _new_rng(x_v.device) if dropout_on else None
-    v, a, t, _ = torch.ops.maven_fast.cross_modal_block(
+    rng = _new_rng() if dropout_on else None
+    if name == "triton":
+        from maven_fast.ops.cross_modal_triton import cross_modal_block_triton as op
+    else:  # cpu, cuda: the C++ op, dispatched by device
+        op = torch.ops.maven_fast.cross_modal_block
+    v, a, t, _ = op(
         x_v, x_a, x_t, lens[0], lens[1], lens[2],
         prm.in_proj_weight, prm.in_proj_bias, prm.out_proj_weight, prm.out_proj_bias,
         prm.ln_weight, prm.ln_bias, prm.ln_eps, prm.num_heads, modes, attn_p, float(dropout_p), bool(training), rng,
