@@ -90,3 +90,36 @@ def maven_step_flops(config, batch: int, tv: int, ta: int, tt: int) -> int:
         step = 3 forward - 2 B D (Tv Dv + Ta Da + Tt Dt)
     """
     return 3 * maven_forward_flops(config, batch, tv, ta, tt) - maven_projection_flops(config, batch, tv, ta, tt)
+
+
+#: Pathway modes of a fused cross-modal op's plan (maven_fast.ops.cross_modal.plan_pathways).
+GENERAL, KEY_LEN_1, ABSORBED = 0, 1, 2
+_QUERY, _KEY = (0, 0, 1, 1, 2, 2), (1, 2, 0, 2, 0, 1)  # per pathway v2a, v2t, a2v, a2t, t2v, t2a
+
+
+def cross_modal_executed_flops(batch: int, d: int, heads: int, tv: int, ta: int, tt: int, modes,
+                               backward: bool = False) -> int:
+    """FLOPs the fused block performs with its structural shortcuts, per pathway x2y
+    (Tx queries, Ty keys) by its mode in ``modes`` (v2a, v2t, a2v, a2t, t2v, t2a)::
+
+        general      2 D^2 (2 Tx + 2 Ty) + 4 Tx Ty D       Q, K, V, out projections + QK^T, PV
+        key length 1 4 D^2                                  V of the one key and out_proj, once per item
+        absorbed     8 Tx D^2 + 4 H Tx Ty D                 Q, W_k fold, W_v, out_proj; scores and
+                                                            weighted sums on the raw D-wide keys per head
+
+    times the batch; x3 with backward. With every mode general it equals
+    :func:`cross_modal_flops`.
+    """
+    t = (tv, ta, tt)
+    fwd = 0
+    for p, mode in enumerate(modes):
+        tx, ty = t[_QUERY[p]], t[_KEY[p]]
+        if mode == GENERAL:
+            fwd += 2 * d * d * (2 * tx + 2 * ty) + 4 * tx * ty * d
+        elif mode == KEY_LEN_1:
+            fwd += 4 * d * d
+        elif mode == ABSORBED:
+            fwd += 8 * tx * d * d + 4 * heads * tx * ty * d
+        else:
+            raise ValueError(f"unknown pathway mode {mode!r}")
+    return batch * fwd * (3 if backward else 1)

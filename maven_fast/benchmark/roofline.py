@@ -25,3 +25,27 @@ def measure_copy_bandwidth(device: str = "cpu", megabytes: int = 256) -> float:
     dst = torch.empty_like(src)
     t = time_interleaved({"copy": lambda: dst.copy_(src)}, device, rounds=7, warmup=2)["copy"]
     return 2 * n * 4 / (t.median * 1e-3) / 1e9
+
+
+def bf16_matmul_support(device: str = "cpu") -> str | None:
+    """None when bf16 matmuls run natively on ``device``, else why not."""
+    if device == "cuda":
+        return None if torch.cuda.is_bf16_supported() else "this GPU has no native bf16"
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if (check and check()) or (amx and amx()):
+        return None
+    return "this CPU has neither AVX512-BF16 nor AMX (bf16 would be emulated)"
+
+
+def measure_machine(device: str = "cpu") -> dict[str, tuple[float | None, str]]:
+    """The ceilings every figure is compared to, measured now:
+    ``{"gemm_fp32": (GFLOP/s, note), "gemm_bf16": (GFLOP/s or None, note), "copy": (GB/s, note)}``."""
+    rates: dict[str, tuple[float | None, str]] = {
+        "gemm_fp32": (measure_gemm_rate(device, torch.float32), "torch.mm, square, fp32"),
+    }
+    reason = bf16_matmul_support(device)
+    rates["gemm_bf16"] = (None, f"not measured: {reason}") if reason else (
+        measure_gemm_rate(device, torch.bfloat16), "torch.mm, square, bf16")
+    rates["copy"] = (measure_copy_bandwidth(device), "Tensor.copy_ of 256 MiB fp32, bytes read + written")
+    return rates

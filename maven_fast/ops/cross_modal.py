@@ -21,7 +21,7 @@ Implementations: ``eager`` (:func:`cross_modal_reference`, built on
 grouped projections, one attention launch for all six pathways, one fused
 residual/dropout/LayerNorm pass, and the backward); ``triton``
 (``torch.ops.maven_fast.cross_modal_block_triton``, the same op contract and
-``saved`` layout with Triton kernels, :mod:`maven_fast.ops.cross_modal_triton`).
+``saved`` layout with Triton kernels, :mod:`maven_fast.kernels.cross_modal`).
 
 Structural shortcuts (``shortcuts=True``, exact up to rounding), chosen per
 pathway from the padded shapes by :func:`plan_pathways`:
@@ -329,6 +329,12 @@ if extension() is not None:
     _register_cpp_op()
 
 
+def _triton_op():
+    from maven_fast.kernels import cross_modal as triton_cross_modal  # imports triton lazily
+
+    return triton_cross_modal.ensure_registered(_fake_forward, _fake_backward, _setup_context, make_backward)
+
+
 # --------------------------------------------------------------------------- public entry
 def _new_rng() -> Tensor:
     """(seed, offset) for the Philox masks, drawn from torch's default CPU generator.
@@ -380,7 +386,7 @@ def cross_modal_block(
     dropout_on = training and (attn_p > 0 or dropout_p > 0)
     rng = _new_rng() if dropout_on else None
     if name == "triton":
-        from maven_fast.ops.cross_modal_triton import cross_modal_block_triton as op
+        op = _triton_op()
     else:  # cpu, cuda: the C++ op, dispatched by device
         op = torch.ops.maven_fast.cross_modal_block
     v, a, t, _ = op(
