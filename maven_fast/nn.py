@@ -88,8 +88,7 @@ class CrossModalBlock(nn.Module):
     cross-modal module can inherit from it (adding ``video_proj`` etc.) and keep
     its ``state_dict`` keys. ``block(x_v, x_a, x_t, v_len, a_len, t_len)``
     returns ``(video_enh, audio_enh, text_enh)``; ``backend`` is ``auto | eager |
-    cpu`` (``cuda``/``triton`` in the next issue) and can be reassigned at any
-    time (``module.backend = "eager"``); parameters are the same in every backend.
+    cpu | cuda | triton`` and can be reassigned at any time (``module.backend = "eager"``); parameters are the same in every backend.
     """
 
     def __init__(

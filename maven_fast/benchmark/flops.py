@@ -25,6 +25,22 @@ def cross_modal_flops(batch: int, d: int, tv: int, ta: int, tt: int, backward: b
     return batch * fwd * (3 if backward else 1)
 
 
+def cross_modal_bytes(batch: int, d: int, tv: int, ta: int, tt: int, elem: int, backward: bool = False) -> int:
+    """Memory traffic floor of the block: every tensor moved once.
+
+    forward          = elem (2 B D (Tv + Ta + Tt) + 24 D^2)   x read, y written; the six
+                                                               pathways' in_proj (3 D^2) and
+                                                               out_proj (D^2) weights read
+    forward+backward = elem (5 B D (Tv + Ta + Tt) + 72 D^2)   + dy and x read, dx written;
+                                                               weights read again, their
+                                                               gradients written
+    """
+    total_t = tv + ta + tt
+    if backward:
+        return elem * (5 * batch * d * total_t + 72 * d * d)
+    return elem * (2 * batch * d * total_t + 24 * d * d)
+
+
 def gemm_flops(m: int, n: int, k: int) -> int:
     return 2 * m * n * k
 

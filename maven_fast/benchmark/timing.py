@@ -11,8 +11,18 @@ import torch
 
 @dataclass
 class Timing:
+    """Per-call times of one variant. ``samples_ms``: one per round (on CUDA the device
+    time between CUDA events around back-to-back calls). ``host_samples_ms`` (CUDA only):
+    host-inclusive latency of ONE call per round, from the Python call until the device
+    has finished it (launch overhead included), for launch-bound work."""
+
     name: str
     samples_ms: list[float]
+    host_samples_ms: list[float] | None = None
+
+    @property
+    def host_median(self) -> float | None:
+        return statistics.median(self.host_samples_ms) if self.host_samples_ms else None
 
     @property
     def median(self) -> float:
@@ -52,6 +62,15 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object], int], float]
     return cpu_time
 
 
+def host_latency_ms(fn: Callable[[], object]) -> float:
+    """Wall time of one CUDA call, from an idle device to its completion."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def time_interleaved(
     variants: dict[str, Callable[[], object]],
     device: torch.device | str = "cpu",
@@ -63,6 +82,7 @@ def time_interleaved(
 
     Each round runs a variant enough times back-to-back to last about
     ``min_round_ms`` (calibrated once), so tiny kernels are not timer-bound.
+    On CUDA each round also records one call's host-inclusive latency.
     """
     device = torch.device(device)
     timer = _timer(device)
@@ -73,7 +93,10 @@ def time_interleaved(
         one = max(timer(fn, 1), 1e-3)
         calls[name] = max(1, int(min_round_ms / one))
     samples: dict[str, list[float]] = {name: [] for name in variants}
+    host: dict[str, list[float]] | None = {name: [] for name in variants} if device.type == "cuda" else None
     for _ in range(rounds):
         for name, fn in variants.items():
             samples[name].append(timer(fn, calls[name]))
-    return {name: Timing(name, s) for name, s in samples.items()}
+            if host is not None:
+                host[name].append(host_latency_ms(fn))
+    return {name: Timing(name, s, host[name] if host else None) for name, s in samples.items()}

@@ -1,0 +1,57 @@
+"""Benchmark: samples/s of a full MAVEN training step (forward + loss + backward +
+clip_grad_norm_(1.0) + Adam) for the reference_mlp and paper presets at full
+size (D=512, 2 heads, encoder widths 1024/768/768, batch 16; reference_mlp:
+Tv=64 with pooled audio/text; paper: (Tv, Ta, Tt) = (64, 100, 32)), from random
+inputs of the cached features' shapes, same batch, weights and seed for every
+variant: eager, torch.compile(eager) (compile time separate) and every fused
+backend the model can run (the others are listed with the reason).
+
+Each variant's loss and gradients are checked against eager (dropout off)
+before timing. GFLOP/s uses maven_step_flops (maven_fast/benchmark/flops.py):
+3x the forward FLOPs of every Linear and attention product, less the modality
+projections' input gradients. The suite is
+maven_fast.benchmark.train_step_suite (also run by `maven-fast bench`).
+
+    python bench/train_step.py [--device cpu|cuda] [--quick] [--out bench/results]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from maven_fast.benchmark import machine_description, machine_slug, write_report
+from maven_fast.benchmark.results import VariantMismatch
+from maven_fast.benchmark.roofline import measure_gemm_rate
+from maven_fast.benchmark.train_step_suite import run_train_step
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--quick", action="store_true", help="reference_mlp only, no torch.compile, fewer rounds")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args(argv)
+    gemm = measure_gemm_rate(args.device, torch.float32)
+    presets = ("reference_mlp",) if args.quick else ("reference_mlp", "paper")
+    try:
+        result = run_train_step(args.device, presets, rounds=3 if args.quick else 7, gemm_gflops=gemm,
+                                include_compile=not args.quick)
+    except VariantMismatch as exc:
+        print(f"train_step: {exc}", file=sys.stderr)
+        return 1
+    (table,) = result.section.tables
+    machine = machine_description()
+    stem = f"train_step-{machine_slug(args.device)}-{machine['date']}" + ("-quick" if args.quick else "")
+    notes = [f"fp32 GEMM rate measured in this run: {gemm:.0f} GFLOP/s"] + table.notes
+    md, csv_path = write_report(args.out, stem, f"Training step benchmark ({table.title})", machine,
+                                table.header, table.rows, notes=notes)
+    print(md.read_text())
+    print(f"written: {md} and {csv_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

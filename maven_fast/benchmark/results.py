@@ -1,0 +1,100 @@
+"""What a benchmark suite hands back: its timed measurements (for the plot and
+the SPEC 6 targets), its report section, and the variants it could not run."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from maven_fast.backends import backend_problems
+from maven_fast.benchmark.report import Section
+from maven_fast.benchmark.timing import Timing
+
+#: Measurement.kind: the reference every ratio is taken to, a non-maven_fast
+#: alternative (eager+SDPA, torch.compile), or a maven_fast fused backend.
+KINDS = ("eager", "baseline", "fused")
+
+
+class VariantMismatch(AssertionError):
+    """A variant's result differs from the reference: the suite stops before timing anything."""
+
+
+@dataclass
+class Measurement:
+    """One timed variant on one case.
+
+    ``speedup`` = eager median / this median (same case and pass);
+    ``flops`` is the work of one call by the suite's FLOP formula, the same for
+    every variant (None: not a FLOP-bound op), so GFLOP/s = flops / median;
+    ``executed_flops`` is what this variant performs (fewer when a fused op
+    skips work that cannot change the result; None: = flops).
+    """
+
+    suite: str
+    case: str
+    pass_name: str
+    variant: str
+    kind: str
+    timing: Timing
+    speedup: float
+    flops: float | None = None
+    executed_flops: float | None = None
+
+    @property
+    def gflops(self) -> float | None:
+        return None if self.flops is None else self.flops / (self.timing.median * 1e-3) / 1e9
+
+    @property
+    def executed_gflops(self) -> float | None:
+        work = self.flops if self.executed_flops is None else self.executed_flops
+        return None if work is None else work / (self.timing.median * 1e-3) / 1e9
+
+
+@dataclass
+class Skipped:
+    variant: str
+    reason: str
+
+
+@dataclass
+class SuiteResult:
+    """``available`` False: the suite did not run at all, ``reason`` says why."""
+
+    name: str
+    section: Section
+    measurements: list[Measurement] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    available: bool = True
+    reason: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def find(self, case: str, pass_name: str, variant: str | None = None, kind: str | None = None) -> list[Measurement]:
+        return [m for m in self.measurements if m.case == case and m.pass_name == pass_name
+                and (variant is None or m.variant == variant) and (kind is None or m.kind == kind)]
+
+
+def skipped_lines(skipped: list[Skipped]) -> list[str]:
+    return [f"skipped {s.variant}: {s.reason}" for s in skipped]
+
+
+def describe_error(exc: BaseException, limit: int = 200) -> str:
+    """``failed: Type: first line of the message`` (for a variant reported as skipped)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:limit]
+    return f"failed: {type(exc).__name__}" + (f": {first}" if first else "")
+
+
+def fused_backends(device, dtype: torch.dtype | None = None) -> tuple[list[str], list[Skipped]]:
+    """The fused backends a benchmark can time on ``device`` (an op or model may still refuse
+    one for its shapes), and the others with the reasons. Triton's CPU interpreter is a
+    correctness tool, never timed."""
+    device = torch.device(device)
+    names, skipped = [], []
+    for backend in ("cpu", "cuda", "triton"):
+        problems = backend_problems(backend, device, dtype)
+        if backend == "triton" and device.type == "cpu" and not problems:
+            problems = ["the Triton CPU interpreter is a correctness tool, not a backend to time"]
+        if problems:
+            skipped.append(Skipped(f"maven_fast {backend}", "; ".join(problems)))
+        else:
+            names.append(backend)
+    return names, skipped

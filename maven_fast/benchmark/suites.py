@@ -1,0 +1,153 @@
+"""The registry of benchmark suites and the driver behind ``maven-fast bench``.
+
+One run measures the machine (fp32 and bf16 GEMM rate, copy bandwidth), runs
+every registered suite that this build can run, judges SPEC 6's targets and
+writes ONE report: ``<out>/<machine>-<date>[-quick].md`` and ``.csv`` (every
+table) and ``.png`` (speed-up vs eager per variant across the sizes).
+
+A suite is ``run(options, rates) -> SuiteResult``; ``unavailable()`` returns a
+reason when this build cannot run it (the report then says so). Adding a suite
+is adding an entry to :data:`SUITES`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from maven_fast.benchmark.machine import machine_description, machine_slug
+from maven_fast.benchmark.report import Section, Table, write_sections_report
+from maven_fast.benchmark.results import SuiteResult
+
+Rates = dict[str, tuple[float | None, str]]
+
+METHOD_NOTES = [
+    "Every variant's output (and gradients, where a pass has a backward) is checked against the reference "
+    "before it is timed; a variant that differs stops the run.",
+    "Warm-up calls are excluded; the first call (with torch.compile: the compile time) is reported separately.",
+    "Variants are timed in interleaved rounds (each round runs every variant in turn, each for >= 20 ms), so "
+    "drift and background load hit all alike; tables give the median and the 20th/80th percentiles per call.",
+    "Speed-up = eager median / variant median, on the same inputs, weights and seed.",
+]
+
+
+@dataclass
+class BenchOptions:
+    device: str = "cpu"
+    quick: bool = False
+    out: Path = Path("bench/results")
+    suites: tuple[str, ...] = ()   # empty: all
+
+
+@dataclass
+class Suite:
+    name: str
+    title: str
+    run: Callable[[BenchOptions, Rates], SuiteResult]
+    unavailable: Callable[[], str | None] = field(default=lambda: None)
+
+
+# Suite modules import the model, ops and training code: loaded when a suite runs, so that
+# building the CLI (which imports this registry) stays cheap.
+def _polar_head(o: BenchOptions, rates: Rates) -> SuiteResult:
+    from maven_fast.benchmark import polar_head_suite
+
+    sizes = (1024, 16384) if o.quick else (1024, 4096, 16384, 65536)
+    return polar_head_suite.run_polar_head(o.device, torch.float32, sizes, rounds=7 if o.quick else 15,
+                                           copy_gbs=rates["copy"][0])
+
+
+def _cross_modal_unavailable() -> str | None:
+    from maven_fast.benchmark import cross_modal_suite
+
+    return cross_modal_suite.unavailable_reason()
+
+
+def _cross_modal(o: BenchOptions, rates: Rates) -> SuiteResult:
+    from maven_fast.benchmark import cross_modal_suite
+
+    cases = cross_modal_suite.QUICK_CASES if o.quick else tuple(cross_modal_suite.CASES)
+    return cross_modal_suite.run_cross_modal(o.device, cases, rounds=5 if o.quick else 10,
+                                             gemm_gflops=rates["gemm_fp32"][0], rates=rates)
+
+
+def _train_step(o: BenchOptions, rates: Rates) -> SuiteResult:
+    from maven_fast.benchmark import train_step_suite
+
+    presets = ("reference_mlp",) if o.quick else ("reference_mlp", "paper")
+    return train_step_suite.run_train_step(o.device, presets, rounds=3 if o.quick else 7,
+                                           gemm_gflops=rates["gemm_fp32"][0], include_compile=not o.quick)
+
+
+def _accuracy(o: BenchOptions, rates: Rates) -> SuiteResult:
+    from maven_fast.benchmark import accuracy
+
+    return accuracy.run_accuracy(o.device, epochs=30 if o.quick else 60)
+
+
+SUITES: dict[str, Suite] = {s.name: s for s in (
+    Suite("polar_head", "Polar head", _polar_head),
+    Suite("cross_modal", "Cross-modal block", _cross_modal, _cross_modal_unavailable),
+    Suite("train_step", "Training step", _train_step),
+    Suite("accuracy", "Accuracy next to speed", _accuracy),
+)}
+
+
+def machine_section(rates: Rates) -> Section:
+    labels = {"gemm_fp32": ("GEMM fp32", "GFLOP/s"), "gemm_bf16": ("GEMM bf16", "GFLOP/s"), "copy": ("copy", "GB/s")}
+    rows = [[labels[name][0], "n/a" if value is None else value, labels[name][1], note]
+            for name, (value, note) in rates.items()]
+    table = Table("Ceilings", ["ceiling", "value", "unit", "how"], rows)
+    return Section("Machine ceilings (measured in this run)", [table])
+
+
+def _log(msg: str) -> None:
+    print(f"[maven-fast bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run_suites(options: BenchOptions, rates: Rates) -> dict[str, SuiteResult]:
+    """Runs the selected suites in registry order; a VariantMismatch propagates (the run fails)."""
+    results: dict[str, SuiteResult] = {}
+    for name, suite in SUITES.items():
+        if options.suites and name not in options.suites:
+            continue
+        reason = suite.unavailable()
+        if reason:
+            _log(f"{name}: {reason}")
+            results[name] = SuiteResult(name, Section(suite.title, notes=[reason]), available=False, reason=reason)
+            continue
+        _log(f"{name}: running")
+        t0 = time.perf_counter()
+        results[name] = suite.run(options, rates)
+        results[name].section.notes.append(f"suite wall time {time.perf_counter() - t0:.0f} s")
+        _log(f"{name}: done in {time.perf_counter() - t0:.0f} s")
+    return results
+
+
+def run_benchmarks(options: BenchOptions) -> tuple[Path, Path, Path | None]:
+    """Measures the machine, runs the suites, writes the report; returns (md, csv, png)."""
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is available here")
+    from maven_fast.benchmark.plot import plot_speedups
+    from maven_fast.benchmark.roofline import measure_machine
+    from maven_fast.benchmark.targets import spec6_gpu_targets, spec6_targets
+
+    machine = machine_description()
+    _log(f"measuring the machine ({options.device})")
+    rates = measure_machine(options.device)
+    results = run_suites(options, rates)
+    stem = f"{machine_slug(options.device)}-{machine['date']}" + ("-quick" if options.quick else "")
+    targets = [spec6_targets(results, rates["gemm_fp32"][0], options.device)]
+    targets.insert(0 if options.device == "cuda" else 1, spec6_gpu_targets(results, options.device))
+    measurements = [m for r in results.values() for m in r.measurements]
+    png = plot_speedups(measurements, Path(options.out) / f"{stem}.png",
+                        f"maven_fast speed-up vs eager ({options.device}, {machine['date']})")
+    sections = [Section("SPEC 6 targets", targets), machine_section(rates)] + [r.section for r in results.values()]
+    title = f"maven_fast benchmark ({options.device}{', quick' if options.quick else ''})"
+    md, csv_path = write_sections_report(options.out, stem, title, machine, sections, METHOD_NOTES,
+                                         images=[png.name] if png else [])
+    return md, csv_path, png

@@ -1,0 +1,204 @@
+"""SPEC 6's CPU targets, judged from one benchmark run.
+
+Each target is "met", "not met" or "not measured (reason)", with the measured
+ratio. The fused figure is the fastest fused backend on that case; ratios are
+of median times (speed-up = eager median / fused median).
+
+* cross-modal block fwd+bwd, ``reference_mlp`` shapes: speed-up >= 10;
+* cross-modal block fwd+bwd, each ``paper`` shape: faster than eager,
+  eager+SDPA and torch.compile(eager) (ratio = fastest of those / fused > 1),
+  and >= 90% of the measured fp32 GEMM rate on the FLOPs it must do (the
+  FLOPs the fused op executes with its shortcuts, ``cross_modal_executed_flops``,
+  per second / GEMM GFLOP/s; the effective rate on the general-path count is
+  shown next to it);
+* training step, ``reference_mlp``: fused samples/s >= 2x eager;
+* training accuracy: validation P of fused training within 0.01 of eager.
+
+and, in :func:`spec6_gpu_targets`, the GPU ones: cross-modal block fwd+bwd
+at T <= 64 (``reference_mlp`` (64, 1, 1) and ``paper`` (64, 64, 32)) >= 10x
+eager and >= 2x torch.compile(eager, reduce-overhead); on the packed problem
+T = 512 (bf16) >= 80% of the throughput of the block on torch's flash SDPA
+(ratio = SDPA flash median / fused median).
+"""
+from __future__ import annotations
+
+from maven_fast.benchmark.accuracy import P_TOLERANCE
+from maven_fast.benchmark.report import Table
+from maven_fast.benchmark.results import Measurement, SuiteResult
+
+MET, NOT_MET = "met", "not met"
+CROSS_REF_CASE = "reference_mlp (64, 1, 1)"
+CROSS_PAPER_CASES = ("paper (64, 100, 32)", "paper (256, 400, 64)")
+GPU_SHORT_CASES = ("reference_mlp (64, 1, 1)", "paper (64, 64, 32)")
+GPU_PACKED_CASE = "packed (512, 512, 512) bf16"
+REDUCE_OVERHEAD = "torch.compile(eager, reduce-overhead)"
+BASELINES = ("eager", "eager+SDPA", "torch.compile(eager)")
+FWD_BWD = "forward+backward"
+MAX_REASON = 220
+
+
+def not_measured(reason: str) -> str:
+    reason = " ".join(reason.split())
+    return f"not measured ({reason[:MAX_REASON] + '...' if len(reason) > MAX_REASON else reason})"
+
+
+def _suite(results: dict[str, SuiteResult], name: str) -> tuple[SuiteResult | None, str]:
+    r = results.get(name)
+    if r is None:
+        return None, f"the {name} suite was not run"
+    if not r.available:
+        return None, r.reason
+    return r, ""
+
+
+def _fused_reason(r: SuiteResult, device: str) -> str:
+    own = ("cpu",) if device == "cpu" else ("cuda", "triton")
+    skips = [s for s in r.skipped if "maven_fast" in s.variant and s.variant.endswith(own)] or \
+        [s for s in r.skipped if "maven_fast" in s.variant]
+    return "no fused backend ran" + (": " + "; ".join(f"{s.variant}: {s.reason}" for s in skips) if skips else "")
+
+
+def _best_fused(r: SuiteResult, case: str, pass_name: str, device: str) -> tuple[Measurement | None, str]:
+    if not r.find(case, pass_name):
+        return None, f"case {case} was not run (e.g. --quick)"
+    fused = r.find(case, pass_name, kind="fused")
+    if not fused:
+        return None, _fused_reason(r, device)
+    return min(fused, key=lambda m: m.timing.median), ""
+
+
+def _judge(ok: bool, measured: str) -> tuple[str, str]:
+    return measured, MET if ok else NOT_MET
+
+
+def spec6_targets(results: dict[str, SuiteResult], gemm_fp32: float | None, device: str = "cpu") -> Table:
+    """The targets table (module docstring); ``gemm_fp32`` is the machine's measured GFLOP/s."""
+    header = ["target", "case", "requirement", "measured", "status"]
+    rows: list[list[object]] = []
+    wrong_device = None if device == "cpu" else f"this run is on {device}; these are CPU targets (--device cpu)"
+
+    def add(target, case, requirement, measure):
+        if wrong_device:
+            rows.append([target, case, requirement, "-", not_measured(wrong_device)])
+            return
+        measured, status = measure()
+        rows.append([target, case, requirement, measured, status])
+
+    cross, cross_reason = _suite(results, "cross_modal")
+
+    def speedup(case):
+        def measure():
+            if cross is None:
+                return "-", not_measured(cross_reason)
+            m, why = _best_fused(cross, case, FWD_BWD, device)
+            if m is None:
+                return "-", not_measured(why)
+            return _judge(m.speedup >= 10, f"{m.speedup:.2f}x ({m.variant} vs eager)")
+        return measure
+
+    def faster(case):
+        def measure():
+            if cross is None:
+                return "-", not_measured(cross_reason)
+            m, why = _best_fused(cross, case, FWD_BWD, device)
+            if m is None:
+                return "-", not_measured(why)
+            base = {b: cross.find(case, FWD_BWD, variant=b) for b in BASELINES}
+            missing = [b for b, ms in base.items() if not ms]
+            if missing:
+                return "-", not_measured(f"{', '.join(missing)} not measured")
+            fastest = min((ms[0] for ms in base.values()), key=lambda x: x.timing.median)
+            ratio = fastest.timing.median / m.timing.median
+            return _judge(ratio > 1, f"{ratio:.2f}x ({m.variant} vs {fastest.variant}, the fastest of them)")
+        return measure
+
+    def gemm_fraction(case):
+        def measure():
+            if cross is None:
+                return "-", not_measured(cross_reason)
+            if not gemm_fp32:
+                return "-", not_measured("the GEMM rate was not measured")
+            m, why = _best_fused(cross, case, FWD_BWD, device)
+            if m is None:
+                return "-", not_measured(why)
+            ratio = m.executed_gflops / gemm_fp32
+            return _judge(ratio >= 0.9, f"{ratio:.0%} ({m.variant}: {m.executed_gflops:.0f} executed GFLOP/s of "
+                                        f"{gemm_fp32:.0f}; effective {m.gflops / gemm_fp32:.0%})")
+        return measure
+
+    add("cross-modal block fwd+bwd", CROSS_REF_CASE, ">= 10x eager", speedup(CROSS_REF_CASE))
+    for case in CROSS_PAPER_CASES:
+        add("cross-modal block fwd+bwd", case, "faster than eager, eager+SDPA and torch.compile(eager)", faster(case))
+        add("cross-modal block fwd+bwd", case, ">= 90% of the measured fp32 GEMM rate", gemm_fraction(case))
+
+    step, step_reason = _suite(results, "train_step")
+
+    def training():
+        if step is None:
+            return "-", not_measured(step_reason)
+        m, why = _best_fused(step, "reference_mlp", "train step", device)
+        if m is None:
+            return "-", not_measured(why)
+        return _judge(m.speedup >= 2, f"{m.speedup:.2f}x samples/s ({m.variant} vs eager)")
+
+    add("training step from cached features", "reference_mlp", "fused samples/s >= 2x eager", training)
+
+    acc, acc_reason = _suite(results, "accuracy")
+    presets = sorted({p for p, _ in acc.extra.get("P", {})}) if acc else ["reference_mlp"]
+    for preset in presets:
+        def accuracy(preset=preset):
+            if acc is None:
+                return "-", not_measured(acc_reason)
+            p = acc.extra.get("P", {})
+            fused = {b: v for (pr, b), v in p.items() if pr == preset and b != "eager"}
+            if (preset, "eager") not in p or not fused:
+                reasons = [s for s in acc.skipped if s.variant.startswith(preset)]
+                return "-", not_measured("no fused backend could train the model" +
+                                         (f": {reasons[0].reason}" if reasons else ""))
+            worst = max(fused, key=lambda b: abs(fused[b] - p[(preset, "eager")]))
+            diff = abs(fused[worst] - p[(preset, "eager")])
+            return _judge(diff <= P_TOLERANCE, f"|dP| = {diff:.2g} ({worst} vs eager)")
+        add("training accuracy (synthetic data, same seed)", preset, f"validation P within {P_TOLERANCE} of eager",
+            accuracy)
+    return Table("CPU targets", header, rows, notes=[
+        "The fused figure is the fastest fused backend on the case; ratios are of median times.",
+        "GEMM fraction: the FLOPs the fused op executes (cross_modal_executed_flops of its pathway plan) per "
+        "second over the fp32 GEMM rate measured in this run; 'effective' counts the general-path FLOPs instead.",
+    ])
+
+
+def spec6_gpu_targets(results: dict[str, SuiteResult], device: str = "cuda") -> Table:
+    """SPEC 6's GPU targets for the cross-modal block (module docstring)."""
+    header = ["target", "case", "requirement", "measured", "status"]
+    rows: list[list[object]] = []
+    cross, cross_reason = _suite(results, "cross_modal")
+    if device != "cuda":
+        cross, cross_reason = None, f"this run is on {device}; these are GPU targets (--device cuda)"
+
+    def versus(case, baseline, need, what):
+        if cross is None:
+            return "-", not_measured(cross_reason)
+        m, why = _best_fused(cross, case, FWD_BWD, device)
+        if m is None:
+            return "-", not_measured(why)
+        base = cross.find(case, FWD_BWD, variant=baseline)
+        if not base:
+            return "-", not_measured(f"{baseline} was not measured" + _skip_reason(cross, baseline))
+        ratio = base[0].timing.median / m.timing.median
+        return _judge(ratio >= need, f"{ratio:.2f}x ({m.variant} vs {baseline}{what})")
+
+    for case in GPU_SHORT_CASES:
+        rows.append(["cross-modal block fwd+bwd", case, ">= 10x eager", *versus(case, "eager", 10, "")])
+        rows.append(["cross-modal block fwd+bwd", case, ">= 2x torch.compile(eager, reduce-overhead)",
+                     *versus(case, REDUCE_OVERHEAD, 2, "")])
+    rows.append(["cross-modal block fwd+bwd", GPU_PACKED_CASE, ">= 80% of the throughput on torch flash SDPA",
+                 *versus(GPU_PACKED_CASE, "SDPA flash", 0.8, "; throughput ratio")])
+    return Table("GPU targets", header, rows, notes=[
+        "The fused figure is the fastest fused backend on the case; ratios are of median device times "
+        "(baseline median / fused median).",
+    ])
+
+
+def _skip_reason(result: SuiteResult, variant: str) -> str:
+    reasons = [s.reason for s in result.skipped if s.variant == variant]
+    return f": {reasons[0]}" if reasons else ""

@@ -1,0 +1,55 @@
+"""``maven-fast bench``: every benchmark suite in one run, one report."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HELP = "benchmark eager vs torch.compile vs the fused backends and write one report"
+DESCRIPTION = """\
+  maven-fast bench [--quick] [--device cpu|cuda] [--out DIR] [--suite NAME ...]
+
+Measures the machine (fp32/bf16 GEMM rate, copy bandwidth), then runs the
+suites: the polar head, the cross-modal block (when this build has the fused
+op), the full training step (reference_mlp and paper presets, batch 16) and
+the validation P of eager vs fused training on the synthetic dataset. Every
+variant is checked against the reference before it is timed (a wrong result
+fails the run, exit 1); timings are interleaved rounds after warm-up, median
+and p20/p80; compile time is reported separately.
+
+Writes DIR/<machine>-<date>[-quick].md, .csv and .png (default DIR:
+bench/results) with every table and the SPEC 6 targets (met / not met / not
+measured, with the measured ratio). --quick (a few minutes on 2 CPU cores):
+fewer sizes and rounds, the training step for reference_mlp only and without
+torch.compile. See docs/bench.md."""
+
+
+def add_arguments(parser) -> None:
+    from maven_fast.benchmark.suites import SUITES
+
+    parser.add_argument("--quick", action="store_true", help="fewer sizes, cases and rounds (a few minutes on a CPU)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                        help="where to run (default: cuda if available, else cpu)")
+    parser.add_argument("--out", default="bench/results", help="report directory (default: bench/results)")
+    parser.add_argument("--suite", action="append", choices=list(SUITES), default=[],
+                        help="run only this suite (repeatable; default: all)")
+
+
+def run(args) -> int:
+    import torch
+
+    from maven_fast.benchmark.results import VariantMismatch
+    from maven_fast.benchmark.suites import BenchOptions, run_benchmarks
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    options = BenchOptions(device=device, quick=args.quick, out=Path(args.out), suites=tuple(args.suite))
+    try:
+        md, csv_path, png = run_benchmarks(options)
+    except VariantMismatch as exc:
+        print(f"maven-fast bench: a variant gave a wrong result, nothing was reported: {exc}", file=sys.stderr)
+        return 1
+    text = md.read_text()
+    start = text.find("## SPEC 6 targets")
+    end = text.find("\n## ", start + 1)
+    print(text[start:end if end > 0 else None].rstrip())
+    print(f"\nreport: {md}\n        {csv_path}" + (f"\n        {png}" if png else ""))
+    return 0

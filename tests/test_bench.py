@@ -1,0 +1,366 @@
+"""Benchmark harness: FLOP formulas, report writer, SPEC 6 targets, output checks
+before timing, ``maven-fast bench``. No timing assertions."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from maven_fast.benchmark import suites as suites_mod
+from maven_fast.benchmark import polar_head_suite, train_step_suite
+from maven_fast.benchmark.accuracy import run_accuracy
+from maven_fast.benchmark.cross_modal_suite import (CASES, BlockVariant, cases_for, flash_block, roofline_percent,
+                                                   run_cross_modal, sdpa_block, unavailable_reason)
+from maven_fast.benchmark.flops import (ABSORBED, GENERAL, KEY_LEN_1, cross_modal_bytes, cross_modal_executed_flops,
+                                       cross_modal_flops, maven_forward_flops, maven_step_flops, polar_head_bytes)
+from maven_fast.benchmark.memory import peak_memory_mib
+from maven_fast.benchmark.report import Section, Table, write_report, write_sections_report
+from maven_fast.benchmark.results import Measurement, Skipped, SuiteResult, VariantMismatch
+from maven_fast.benchmark.targets import spec6_gpu_targets, spec6_targets
+from maven_fast.benchmark.timing import Timing
+from maven_fast.config import MavenConfig
+from maven_fast.model import CrossModalAttention
+
+ENC = {"video_dim": 24, "audio_dim": 20, "text_dim": 12}
+
+
+def tiny_config(preset: str) -> MavenConfig:
+    return MavenConfig.from_dict({
+        "variant": preset, "encoders": ENC, "cross_modal": {"embed_dim": 16, "num_heads": 2},
+        "beit": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 40, "num_hidden_layers": 2},
+        "regressor": {"hidden_sizes": [12, 8]},
+    })
+
+
+def counted(fn) -> int:
+    """FLOPs torch counts for ``fn`` (SDPA on its math path, which FlopCounterMode sees as matmuls)."""
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        fn()
+    return counter.get_total_flops()
+
+
+# ---------------------------------------------------------------------- FLOP formulas
+@pytest.mark.parametrize("tv, ta, tt", [(5, 4, 3), (6, 1, 1)])
+def test_cross_modal_flops_match_flop_counter(tv, ta, tt):
+    block = CrossModalAttention(16, 16, 16, embed_dim=16, num_heads=2, dropout=0.0)
+    xs = [torch.randn(2, t, 16, requires_grad=True) for t in (tv, ta, tt)]
+    assert counted(lambda: block.block(*xs)) == cross_modal_flops(2, 16, tv, ta, tt)
+    fwd_bwd = counted(lambda: sum(o.square().sum() for o in block.block(*xs)).backward())
+    assert fwd_bwd == cross_modal_flops(2, 16, tv, ta, tt, backward=True)
+
+
+def test_cross_modal_bytes_counts_every_tensor_once():
+    b, d, t = 2, 16, (5, 4, 3)
+    acts = b * d * sum(t)                      # elements of x (= of y, dy, dx)
+    weights = 6 * (3 * d * d + d * d)          # six pathways' in_proj and out_proj weights
+    assert cross_modal_bytes(b, d, *t, elem=4) == 4 * (2 * acts + weights)
+    assert cross_modal_bytes(b, d, *t, elem=2, backward=True) == 2 * (5 * acts + 3 * weights)
+
+
+def test_roofline_percent_takes_the_binding_ceiling():
+    rates = {"gemm_fp32": (1000.0, ""), "gemm_bf16": (4000.0, ""), "copy": (100.0, "")}
+    # 1e9 FLOP at 1000 GFLOP/s = 1 ms; 1e6 bytes at 100 GB/s = 0.01 ms: compute-bound, 1 ms of 2 ms
+    assert roofline_percent(1e9, 1e6, 2.0, torch.float32, rates) == pytest.approx(50.0)
+    assert roofline_percent(1e9, 1e6, 2.0, torch.bfloat16, rates) == pytest.approx(12.5)
+    # memory-bound: 1e9 bytes at 100 GB/s = 10 ms
+    assert roofline_percent(1e6, 1e9, 20.0, torch.float32, rates) == pytest.approx(50.0)
+    assert roofline_percent(1e9, 1e6, 2.0, torch.bfloat16, {"gemm_bf16": (None, "no bf16")}) == "n/a"
+
+
+def test_cases_per_device():
+    cpu, gpu = cases_for("cpu"), cases_for("cuda")
+    assert "packed (512, 512, 512) bf16" in gpu and "packed (512, 512, 512) bf16" not in cpu
+    assert set(cpu) < set(gpu) and cases_for("cpu", ("paper (64, 64, 32)",)) == ()
+    assert all(max(CASES[c].steps) <= 64 for c in ("reference_mlp (64, 1, 1)", "paper (64, 64, 32)"))
+
+
+def test_flash_block_equals_the_sdpa_block():
+    block = CrossModalAttention(16, 16, 16, embed_dim=16, num_heads=2, dropout=0.0).to(torch.bfloat16)
+    xs = [torch.randn(2, t, 16, dtype=torch.bfloat16) for t in (5, 4, 3)]
+    try:
+        got = flash_block(block)(*xs)
+    except RuntimeError as exc:   # no flash kernel for this device / build: the suite lists it as skipped
+        pytest.skip(f"torch has no flash SDPA here: {exc}")
+    for g, w in zip(got, sdpa_block(block)(*xs)):
+        torch.testing.assert_close(g, w, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("preset", ["reference_mlp", "reference_beit", "paper"])
+def test_maven_flops_match_flop_counter(preset):
+    from maven_fast.model import MAVEN
+
+    cfg = tiny_config(preset)
+    model = MAVEN(cfg).train()
+    b, tv, ta, tt = 3, 7, 5, 4
+    if cfg.pooled_inputs:
+        ta = tt = 1
+    batch = train_step_suite.make_batch(cfg, b, tv, ta, tt, "cpu")
+    forward = lambda: model(**batch.inputs, targets=batch.targets, mask=batch.mask)  # noqa: E731
+    assert counted(forward) == maven_forward_flops(cfg, b, tv, ta, tt)
+    assert counted(lambda: forward().loss.backward()) == maven_step_flops(cfg, b, tv, ta, tt)
+
+
+def test_executed_cross_modal_flops():
+    b, d, h, tv, ta, tt = 2, 16, 2, 5, 4, 3
+    general = [GENERAL] * 6
+    assert cross_modal_executed_flops(b, d, h, tv, ta, tt, general) == cross_modal_flops(b, d, tv, ta, tt)
+    assert cross_modal_executed_flops(b, d, h, tv, ta, tt, general, backward=True) == \
+        cross_modal_flops(b, d, tv, ta, tt, backward=True)
+    # v2a key length 1, t2v absorbed (Tx = Tt = 3 queries, Ty = Tv = 5 keys), the rest general
+    modes = [KEY_LEN_1, GENERAL, GENERAL, GENERAL, ABSORBED, GENERAL]
+    v2a_general = 2 * d * d * (2 * tv + 2 * ta) + 4 * tv * ta * d
+    t2v_general = 2 * d * d * (2 * tt + 2 * tv) + 4 * tt * tv * d
+    expected = cross_modal_flops(b, d, tv, ta, tt) - b * (v2a_general + t2v_general) \
+        + b * (4 * d * d + 8 * tt * d * d + 4 * h * tt * tv * d)
+    assert cross_modal_executed_flops(b, d, h, tv, ta, tt, modes) == expected
+
+
+def test_maven_flops_reject_sequence_lengths_for_pooled_presets():
+    with pytest.raises(ValueError, match="pooled"):
+        maven_forward_flops(tiny_config("reference_mlp"), 2, 8, 5, 4)
+
+
+def test_polar_head_bytes():
+    assert polar_head_bytes(100, 256, 4, backward=False) == 100 * 256 * 4
+    assert polar_head_bytes(100, 256, 2, backward=True) == 3 * 100 * 256 * 2
+
+
+# ---------------------------------------------------------------------- report writer
+def fake_sections() -> list[Section]:
+    t1 = Table("Speed", ["case", "variant", "median ms"], [["a", "eager", 2.0], ["a", "fast", 1.25]], notes=["n1"])
+    t2 = Table("Accuracy", ["case", "val P"], [["a", 0.75]])
+    return [Section("Suite one", [t1], notes=["took 1 s"]), Section("Suite two", [t2]),
+            Section("Empty", notes=["not available"])]
+
+
+def test_sections_report_markdown_and_csv(tmp_path):
+    md, csv_path = write_sections_report(tmp_path / "out", "stem", "Title", {"cpu": "X"}, fake_sections(),
+                                         notes=["method"], images=["stem.png"])
+    text = md.read_text()
+    assert text.startswith("# Title") and "Machine: cpu X" in text and "- method" in text
+    assert "![stem](stem.png)" in text
+    for part in ("## Suite one", "### Speed", "- n1", "- took 1 s", "| a | fast | 1.25 |", "### Accuracy",
+                 "| a | 0.75 |", "## Empty", "- not available"):
+        assert part in text, part
+    rows = list(csv.reader(csv_path.open()))
+    assert rows[0] == ["section", "table", "case", "variant", "median ms", "val P"]
+    assert rows[1:] == [["Suite one", "Speed", "a", "eager", "2.0", ""],
+                        ["Suite one", "Speed", "a", "fast", "1.25", ""],
+                        ["Suite two", "Accuracy", "a", "", "", "0.75"]]
+
+
+def test_single_table_report_is_unchanged(tmp_path):
+    md, csv_path = write_report(tmp_path, "x", "T", {"cpu": "X"}, ["a", "b"], [[1, 2.5]], notes=["n"])
+    assert md.read_text() == "# T\n\nMachine: cpu X\n\n- n\n\n| a | b |\n|---|---|\n| 1 | 2.5 |\n"
+    assert csv_path.read_text().splitlines() == ["a,b", "1,2.5"]
+
+
+# ---------------------------------------------------------------------- SPEC 6 targets
+def meas(suite, case, pass_name, variant, kind, ms, eager_ms, flops=None) -> Measurement:
+    return Measurement(suite, case, pass_name, variant, kind, Timing(variant, [ms]), eager_ms / ms, flops)
+
+
+def cross_result(include_large: bool = True, title: str = "Cross-modal block") -> SuiteResult:
+    ms = []
+    ref = "reference_mlp (64, 1, 1)"
+    ms += [meas("cross_modal", ref, "forward+backward", "eager", "eager", 120.0, 120.0),
+           meas("cross_modal", ref, "forward+backward", "maven_fast cpu", "fused", 10.0, 120.0)]   # 12x: met
+    small, large = "paper (64, 100, 32)", "paper (256, 400, 64)"
+    flops = 1e9
+    for case, fused_ms in ((small, 5.0),) + (((large, 3.0),) if include_large else ()):
+        for variant, kind, t in (("eager", "eager", 9.0), ("eager+SDPA", "baseline", 8.0),
+                                 ("torch.compile(eager)", "baseline", 4.0), ("maven_fast cpu", "fused", fused_ms)):
+            ms.append(meas("cross_modal", case, "forward+backward", variant, kind, t, 9.0, flops))
+    return SuiteResult("cross_modal", Section(title), ms)
+
+
+def status(table: Table, target: str, case: str, requirement: str = "") -> list:
+    rows = [r for r in table.rows if r[0].startswith(target) and r[1] == case and requirement in r[2]]
+    assert len(rows) == 1, (target, case, table.rows)
+    return rows[0]
+
+
+def test_targets_met_not_met_and_not_measured():
+    step = SuiteResult("train_step", Section("t"), [
+        meas("train_step", "reference_mlp", "train step", "eager", "eager", 300.0, 300.0),
+        meas("train_step", "reference_mlp", "train step", "maven_fast cpu", "fused", 200.0, 300.0)])
+    acc = SuiteResult("accuracy", Section("a"), extra={"P": {("reference_mlp", "eager"): 0.70,
+                                                             ("reference_mlp", "cpu"): 0.705,
+                                                             ("paper", "eager"): 0.6}},
+                      skipped=[Skipped("paper, maven_fast cpu", "the op is missing")])
+    table = spec6_targets({"cross_modal": cross_result(include_large=False), "train_step": step, "accuracy": acc},
+                          gemm_fp32=300.0)
+    assert status(table, "cross-modal", "reference_mlp (64, 1, 1)")[-1] == "met"
+    assert "12.00x" in status(table, "cross-modal", "reference_mlp (64, 1, 1)")[3]
+    faster = status(table, "cross-modal", "paper (64, 100, 32)", "faster")
+    assert faster[-1] == "not met" and "0.80x" in faster[3] and "torch.compile(eager)" in faster[3]
+    gemm = status(table, "cross-modal", "paper (64, 100, 32)", "GEMM")   # 1e9 FLOP / 5 ms = 200 of 300 GFLOP/s
+    assert gemm[-1] == "not met" and "67%" in gemm[3]
+    assert status(table, "cross-modal", "paper (256, 400, 64)", "faster")[-1].startswith("not measured (case")
+    train = status(table, "training step", "reference_mlp")
+    assert train[-1] == "not met" and "1.50x" in train[3]
+    assert status(table, "training accuracy", "reference_mlp")[-1] == "met"
+    assert status(table, "training accuracy", "paper")[-1] == \
+        "not measured (no fused backend could train the model: the op is missing)"
+
+
+def test_targets_not_measured_reasons():
+    missing = SuiteResult("cross_modal", Section("x"), available=False, reason="not available in this build")
+    step = SuiteResult("train_step", Section("t"), [
+        meas("train_step", "reference_mlp", "train step", "eager", "eager", 300.0, 300.0)],
+        skipped=[Skipped("maven_fast cpu", "the model refuses it"), Skipped("maven_fast cuda", "no GPU")])
+    table = spec6_targets({"cross_modal": missing, "train_step": step}, gemm_fp32=300.0)
+    for row in table.rows:
+        assert row[-1].startswith("not measured"), row
+    assert all("not available in this build" in r[-1] for r in table.rows if r[0].startswith("cross-modal"))
+    assert "maven_fast cpu: the model refuses it" in status(table, "training step", "reference_mlp")[-1]
+    assert "no GPU" not in status(table, "training step", "reference_mlp")[-1]
+    assert "accuracy suite was not run" in status(table, "training accuracy", "reference_mlp")[-1]
+    on_gpu = spec6_targets({"cross_modal": cross_result()}, gemm_fp32=300.0, device="cuda")
+    assert all("CPU targets" in r[-1] for r in on_gpu.rows)
+
+
+def test_gpu_targets():
+    ms = []
+    for case, fused_ms in (("reference_mlp (64, 1, 1)", 1.0), ("paper (64, 64, 32)", 4.0)):
+        for variant, kind, t in (("eager", "eager", 20.0), ("torch.compile(eager, reduce-overhead)", "baseline", 5.0),
+                                 ("maven_fast cuda", "fused", fused_ms), ("maven_fast triton", "fused", 2 * fused_ms)):
+            ms.append(meas("cross_modal", case, "forward+backward", variant, kind, t, 20.0))
+    packed = "packed (512, 512, 512) bf16"
+    ms += [meas("cross_modal", packed, "forward+backward", "eager", "eager", 30.0, 30.0),
+           meas("cross_modal", packed, "forward+backward", "maven_fast cuda", "fused", 12.0, 30.0)]
+    result = SuiteResult("cross_modal", Section("x"), ms, skipped=[Skipped("SDPA flash", "no flash kernel")])
+    table = spec6_gpu_targets({"cross_modal": result}, device="cuda")
+    assert status(table, "cross-modal", "reference_mlp (64, 1, 1)", "10x eager")[-1] == "met"       # 20x
+    ro = status(table, "cross-modal", "reference_mlp (64, 1, 1)", "reduce-overhead")
+    assert ro[-1] == "met" and "5.00x (maven_fast cuda" in ro[3]
+    assert status(table, "cross-modal", "paper (64, 64, 32)", "10x eager")[-1] == "not met"        # 5x
+    assert status(table, "cross-modal", "paper (64, 64, 32)", "reduce-overhead")[-1] == "not met"  # 1.25x
+    assert status(table, "cross-modal", packed, "flash")[-1] == \
+        "not measured (SDPA flash was not measured: no flash kernel)"
+    on_cpu = spec6_gpu_targets({"cross_modal": result}, device="cpu")
+    assert all("GPU targets" in r[-1] for r in on_cpu.rows)
+
+
+def test_targets_large_paper_case_met():
+    table = spec6_targets({"cross_modal": cross_result()}, gemm_fp32=300.0)
+    assert status(table, "cross-modal", "paper (256, 400, 64)", "faster")[-1] == "met"   # 4 / 3 ms
+    assert status(table, "cross-modal", "paper (256, 400, 64)", "GEMM")[-1] == "met"     # 333 of 300 GFLOP/s
+
+
+# ---------------------------------------------------------------------- checks before timing
+@pytest.fixture
+def no_timing(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("timed before every variant was checked")
+    for module in ("polar_head_suite", "train_step_suite", "cross_modal_suite"):
+        monkeypatch.setattr(f"maven_fast.benchmark.{module}.time_interleaved", refuse)
+
+
+def test_wrong_polar_head_variant_fails_before_timing(no_timing):
+    def wrong(x, w, b, target, mask):
+        out = polar_head_suite._eager(x, w, b, target, mask)
+        return out._replace(valence_arousal=out.valence_arousal * 1.01)
+    with pytest.raises(VariantMismatch, match="wrong but fast: valence_arousal"):
+        polar_head_suite.run_polar_head("cpu", sizes=(64,), rounds=1, include_compile=False,
+                                        extra_variants={"wrong but fast": ("fused", wrong)})
+
+
+def test_wrong_train_step_variant_fails_before_timing(no_timing):
+    def wrong(cfg, state, device):
+        model = train_step_suite._model(cfg, state, device)
+
+        def forward(**kw):
+            out = model(**kw)
+            out.loss = out.loss * 1.01
+            return out
+        return model, forward
+    with pytest.raises(VariantMismatch, match="wrong but fast: loss"):
+        train_step_suite.run_train_step("cpu", ("reference_mlp",), rounds=1, include_compile=False, batch=2,
+                                        config_for=tiny_config,
+                                        extra_variants=[train_step_suite.StepVariant("wrong but fast", "fused", wrong)])
+
+
+def test_wrong_cross_modal_variant_fails_before_timing(no_timing):
+    def wrong(module):
+        def block(*args):
+            v, a, t = module.block(*args)
+            return v, a + 1e-3, t
+        return BlockVariant("fused", block, module)
+    with pytest.raises(VariantMismatch, match="wrong but fast: out a"):
+        run_cross_modal("cpu", ("paper (64, 100, 32)",), rounds=1, batch=2, embed=16, include_compile=False,
+                        extra_variants={"wrong but fast": wrong})
+
+
+def test_train_step_suite_runs_on_a_tiny_model():
+    result = train_step_suite.run_train_step("cpu", ("reference_mlp", "paper"), rounds=1, include_compile=False,
+                                             batch=2, config_for=tiny_config)
+    (table,) = result.section.tables
+    ran = {(r[0], r[1]) for r in table.rows}
+    assert {("reference_mlp", "eager"), ("paper", "eager")} <= ran
+    assert all(v == "eager" or v.startswith("maven_fast ") for _, v in ran)   # fused rows passed their check
+    assert {m.case for m in result.measurements} == {"reference_mlp", "paper"}
+    assert any("torch.compile(eager)" == s.variant for s in result.skipped)
+    speedup = table.header.index("speed-up vs eager")
+    assert all(r[speedup] == 1.0 for r in table.rows if r[1] == "eager")
+
+
+def test_cross_modal_suite_checks_sdpa_on_tiny_shapes():
+    result = run_cross_modal("cpu", ("reference_mlp (64, 1, 1)",), rounds=1, batch=2, embed=16,
+                             include_compile=False)
+    variants = {m.variant for m in result.measurements}
+    assert {"eager", "eager+SDPA"} <= variants
+
+
+def test_cross_modal_slot_reports_its_availability():
+    import importlib.util
+
+    missing = importlib.util.find_spec("maven_fast.ops.cross_modal") is None
+    assert (unavailable_reason() is not None) == missing
+    if missing:
+        assert "not available in this build" in unavailable_reason()
+
+
+def test_peak_memory_is_measured_on_linux_cpu():
+    value = peak_memory_mib(lambda: torch.ones(8 * 2**20).sum(), "cpu")
+    assert value is None or value >= 0
+
+
+# ---------------------------------------------------------------------- driver and CLI
+def test_driver_writes_one_report_with_targets_and_plot(tmp_path, monkeypatch):
+    monkeypatch.setattr("maven_fast.benchmark.roofline.measure_machine",
+                        lambda device: {"gemm_fp32": (300.0, "fake"), "gemm_bf16": (None, "not measured: fake"),
+                                        "copy": (20.0, "fake")})
+    fake = suites_mod.Suite("cross_modal", "Cross-modal block", lambda o, r: cross_result())
+    gone = suites_mod.Suite("train_step", "Training step", lambda o, r: None, lambda: "not available in this build")
+    monkeypatch.setattr(suites_mod, "SUITES", {"cross_modal": fake, "train_step": gone})
+    md, csv_path, png = suites_mod.run_benchmarks(suites_mod.BenchOptions(out=tmp_path, quick=True))
+    text = md.read_text()
+    assert md.name.endswith("-quick.md") and png is not None and png.stat().st_size > 0
+    assert text.index("## SPEC 6 targets") < text.index("## Machine ceilings") < text.index("## Cross-modal block")
+    assert "| GEMM fp32 | 300 | GFLOP/s |" in text and "## Training step" in text
+    assert "not available in this build" in text
+    assert f"![{png.stem}]({png.name})" in text
+    assert "SPEC 6 targets" in csv_path.read_text()
+
+
+def test_accuracy_reports_eager_and_says_when_no_fused_backend_runs():
+    result = run_accuracy("cpu", presets=("reference_mlp",), epochs=1, videos_per_split=1, frames=30)
+    (table,) = result.section.tables
+    assert table.rows[0][:2] == ["reference_mlp", "eager"] and 0 <= table.rows[0][-1]
+    fused_rows = [r for r in table.rows if r[1] != "eager"]
+    if not fused_rows:
+        assert any("No fused backend can train the model" in n for n in table.notes)
+    assert ("reference_mlp", "eager") in result.extra["P"]
+
+
+def test_bench_help():
+    out = subprocess.run([sys.executable, "-m", "maven_fast", "bench", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in ("--quick", "--device", "--out", "SPEC 6"):
+        assert flag in out.stdout
