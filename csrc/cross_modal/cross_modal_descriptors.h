@@ -33,7 +33,8 @@ struct AttentionProblem {
   StridedSeq dout, dq, dk_out, dv_out;  // dk_out/dv_out: [B, tk, H, d]; with shared K=V (k.sh == 0)
                                         // dk_out receives dK + dV summed over heads, dv_out unused,
                                         // and is ADDED to (+=): shared-K problems writing the same
-                                        // dk_out run one after another in one task per item
+                                        // dk_out run one after another in one task per item (CPU);
+                                        // on CUDA one CTA per key block sums all of them and adds once
   const void* dpsum = nullptr;  // optional [B, H, tq]: gradient of psum
 };
 
