@@ -47,6 +47,15 @@ def _triton_import_error() -> str | None:
     return None
 
 
+@torch.compiler.assume_constant_result
+def _cuda_kernels_built() -> bool:
+    """Whether maven_fast._C holds the CUDA kernels: a build-time fact, so
+    torch.compile evaluates it once while tracing (the pybind call itself
+    cannot be traced, and fullgraph=True would fail on it)."""
+    ext = extension()
+    return ext is not None and bool(ext.build_info()["cuda"])
+
+
 def backend_problems(
     backend: str,
     device: torch.device | str,
@@ -73,7 +82,7 @@ def backend_problems(
             if device.type != "cuda":
                 problems.append(f"backend 'cuda' runs CUDA tensors, got tensors on {device}")
             ext = extension()
-            if ext is not None and not ext.build_info()["cuda"]:
+            if ext is not None and not _cuda_kernels_built():
                 reason = ext.build_info()["cuda_disabled_reason"] or "unknown"
                 problems.append(
                     f"maven_fast._C was built without CUDA kernels ({reason}); rebuild with a CUDA "

@@ -83,13 +83,23 @@ Plan check_and_plan(const char* op, BlockArgs& a) {
                 B, "], got ", l.sizes());
     check_same_device(l, xv, op, kLenName[m], "x_v");
     a.len[m] = l.to(at::kLong).contiguous();
-    if (B > 0) {
-      const int64_t lo = a.len[m].min().item<int64_t>(), hi = a.len[m].max().item<int64_t>();
+    a.x[m] = a.x[m].contiguous();
+  }
+  if (B > 0 && a.check_lengths_on_host) {
+    // min and max of the three lengths in ONE host read (one sync on a GPU).
+    std::vector<at::Tensor> ext;
+    for (int m = 0; m < kNumModalities; ++m) {
+      ext.push_back(a.len[m].min());
+      ext.push_back(a.len[m].max());
+    }
+    const at::Tensor lim = at::stack(ext).to(at::kCPU);
+    const int64_t* v = lim.const_data_ptr<int64_t>();
+    for (int m = 0; m < kNumModalities; ++m) {
+      const int64_t lo = v[2 * m], hi = v[2 * m + 1];
       TORCH_CHECK(lo >= 0 && hi <= a.x[m].size(1), op, ": `", kLenName[m],
                   "` values must be in [0, T] = [0, ", a.x[m].size(1), "] (T = ", kXName[m],
                   ".size(1)), got values in [", lo, ", ", hi, "]");
     }
-    a.x[m] = a.x[m].contiguous();
   }
   TORCH_CHECK(a.in_w.size() == kNumPathways && a.in_b.size() == kNumPathways &&
                   a.out_w.size() == kNumPathways && a.out_b.size() == kNumPathways,
@@ -179,6 +189,8 @@ DropoutParams dropout_params(const BlockArgs& a, double p) {
   DropoutParams d;
   d.p = p;
   if (p > 0.0) {
+    // A CPU rng (what maven_fast.ops.cross_modal passes for every backend) is
+    // read in place; one on a GPU is copied (a sync).
     const at::Tensor r = a.rng->to(at::kCPU).contiguous();
     d.seed = static_cast<uint64_t>(r.data_ptr<int64_t>()[0]);
     d.offset = static_cast<uint32_t>(r.data_ptr<int64_t>()[1]);
@@ -216,6 +228,31 @@ at::Tensor bias_coef(const Plan& P, const at::Tensor& psum, const at::Tensor& ke
 }
 
 }  // namespace
+
+BlockArgs make_block_args(const at::Tensor& x_v, const at::Tensor& x_a, const at::Tensor& x_t,
+                          const at::Tensor& len_v, const at::Tensor& len_a, const at::Tensor& len_t,
+                          at::TensorList in_w, at::TensorList in_b, at::TensorList out_w,
+                          at::TensorList out_b, const at::Tensor& ln_w, const at::Tensor& ln_b,
+                          double ln_eps, int64_t heads, at::IntArrayRef modes, double attn_p,
+                          double out_p, bool training, const std::optional<at::Tensor>& rng) {
+  BlockArgs a;
+  a.x = {x_v, x_a, x_t};
+  a.len = {len_v, len_a, len_t};
+  a.in_w = in_w.vec();
+  a.in_b = in_b.vec();
+  a.out_w = out_w.vec();
+  a.out_b = out_b.vec();
+  a.ln_w = ln_w;
+  a.ln_b = ln_b;
+  a.ln_eps = ln_eps;
+  a.heads = heads;
+  a.modes = modes.vec();
+  a.attn_p = attn_p;
+  a.out_p = out_p;
+  a.training = training;
+  a.rng = rng;
+  return a;
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_forward(
     const char* op, BlockArgs a, const Kernels& kern) {

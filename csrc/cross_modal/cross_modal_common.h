@@ -33,8 +33,22 @@ struct BlockArgs {
   std::vector<int64_t> modes;  // 6 PathwayMode
   double attn_p = 0.0, out_p = 0.0;
   bool training = false;
-  std::optional<at::Tensor> rng;  // int64 [2]: seed, offset
+  std::optional<at::Tensor> rng;  // int64 [2]: seed, offset; read on the host (a CPU tensor
+                                  // for every device: no copy, no sync)
+  // Check 0 <= len <= T on the host (one device-to-host copy for all three
+  // lengths when they live on a GPU). The CUDA op turns it off while the
+  // current stream is capturing a CUDA graph (no sync is allowed there); its
+  // kernels clamp the lengths to [0, T], so memory stays safe either way.
+  bool check_lengths_on_host = true;
 };
+
+// BlockArgs from the op arguments (the schema's order, see registration.cpp).
+BlockArgs make_block_args(const at::Tensor& x_v, const at::Tensor& x_a, const at::Tensor& x_t,
+                          const at::Tensor& len_v, const at::Tensor& len_a, const at::Tensor& len_t,
+                          at::TensorList in_w, at::TensorList in_b, at::TensorList out_w,
+                          at::TensorList out_b, const at::Tensor& ln_w, const at::Tensor& ln_b,
+                          double ln_eps, int64_t heads, at::IntArrayRef modes, double attn_p,
+                          double out_p, bool training, const std::optional<at::Tensor>& rng);
 
 // Where each pathway's projections live. Modality m's grouped input
 // projection has n_in[m] slots of D columns; slots are assigned for m in

@@ -29,32 +29,6 @@ const cross_modal::Kernels& cpu_kernels() {
   return k;
 }
 
-cross_modal::BlockArgs make_args(const at::Tensor& x_v, const at::Tensor& x_a, const at::Tensor& x_t,
-                                 const at::Tensor& len_v, const at::Tensor& len_a,
-                                 const at::Tensor& len_t, at::TensorList in_w, at::TensorList in_b,
-                                 at::TensorList out_w, at::TensorList out_b,
-                                 const at::Tensor& ln_w, const at::Tensor& ln_b, double ln_eps,
-                                 int64_t heads, at::IntArrayRef modes, double attn_p, double out_p,
-                                 bool training, const std::optional<at::Tensor>& rng) {
-  cross_modal::BlockArgs a;
-  a.x = {x_v, x_a, x_t};
-  a.len = {len_v, len_a, len_t};
-  a.in_w = in_w.vec();
-  a.in_b = in_b.vec();
-  a.out_w = out_w.vec();
-  a.out_b = out_b.vec();
-  a.ln_w = ln_w;
-  a.ln_b = ln_b;
-  a.ln_eps = ln_eps;
-  a.heads = heads;
-  a.modes = modes.vec();
-  a.attn_p = attn_p;
-  a.out_p = out_p;
-  a.training = training;
-  a.rng = rng;
-  return a;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> cross_modal_block_cpu(
     const at::Tensor& x_v, const at::Tensor& x_a, const at::Tensor& x_t, const at::Tensor& len_v,
     const at::Tensor& len_a, const at::Tensor& len_t, at::TensorList in_w, at::TensorList in_b,
@@ -63,8 +37,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> cross_mo
     bool training, const std::optional<at::Tensor>& rng) {
   return cross_modal::block_forward(
       "maven_fast::cross_modal_block",
-      make_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps,
-                heads, modes, attn_p, out_p, training, rng),
+      cross_modal::make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b,
+                                   ln_w, ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng),
       cpu_kernels());
 }
 
@@ -77,8 +51,8 @@ std::vector<at::Tensor> cross_modal_block_backward_cpu(
     bool training, const std::optional<at::Tensor>& rng, at::TensorList saved) {
   return cross_modal::block_backward(
       "maven_fast::cross_modal_block_backward", {grad_v, grad_a, grad_t},
-      make_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps,
-                heads, modes, attn_p, out_p, training, rng),
+      cross_modal::make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b,
+                                   ln_w, ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng),
       saved.vec(), cpu_kernels());
 }
 

@@ -7,9 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace maven_fast::cuda {
+#include "common/cuda_dtype.h"
 
-enum class DType { F32, F64, F16, BF16 };
+namespace maven_fast::cuda {
 
 struct PolarHeadForwardArgs {
   const void* x;       // [n, d], row stride ldx, element stride 1

@@ -1,0 +1,46 @@
+"""Builds the CPU emulation of the cross-modal CUDA kernels (see include/emu_cuda.h).
+
+The .cu sources are compiled as C++ after two mechanical rewrites: a launch
+``kernel<<<grid, block, smem, stream>>>(args)`` becomes
+``emu_launch(kernel, grid, block, smem, stream, args)`` and
+``extern __shared__ float smem[]`` a pointer to the emulator's buffer.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SOURCES = ("cross_modal_attention_kernel.cu", "cross_modal_combine_kernel.cu")
+
+
+def _convert(src: str) -> str:
+    src = re.sub(r"([\w:]+(?:<[^;{}()]*?>)?)\s*<<<(.*?)>>>\s*\((.*?)\);", r"emu_launch(\1, \2, \3);", src, flags=re.S)
+    src = src.replace("extern __shared__ float smem[];", "float* smem = emu_dyn_smem<float>();")
+    if "<<<" in src or "extern __shared__" in src:
+        raise RuntimeError("cuda_emulation: a launch or dynamic shared memory declaration was not rewritten")
+    return '#include "emu_cuda.h"\n' + src
+
+
+def load(verbose: bool = False):
+    """The compiled emulation module (cached under build/cuda_emulation)."""
+    from torch.utils.cpp_extension import load as cpp_load
+
+    out = ROOT / "build" / "cuda_emulation"
+    gen = out / "gen"
+    gen.mkdir(parents=True, exist_ok=True)
+    srcs = []
+    for name in SOURCES:
+        text = _convert((ROOT / "csrc" / "cross_modal" / name).read_text())
+        dst = gen / name.replace(".cu", "_emu.cpp")
+        if not dst.exists() or dst.read_text() != text:  # keep mtimes for ninja when unchanged
+            dst.write_text(text)
+        srcs.append(str(dst))
+    srcs += [str(ROOT / "csrc" / "cross_modal" / "cross_modal.cpp"), str(HERE / "emu_ext.cpp")]
+    return cpp_load(
+        "maven_fast_cuda_emulation", srcs,
+        extra_include_paths=[str(HERE / "include"), str(ROOT / "csrc")],
+        extra_cflags=["-O2", "-std=c++20", "-Wno-unknown-pragmas"],
+        build_directory=str(out), verbose=verbose,
+    )
