@@ -242,43 +242,36 @@ def _rng_on_device(rng: Tensor | None, like: Tensor) -> Tensor:
     return rng.to(device=like.device, dtype=torch.long).contiguous()
 
 
-def _attention_common(plan: Plan, lens, drop: _Dropout):
-    bd = min(MAX_BLOCK_D, max(16, triton.next_power_of_2(max(
-        plan.d if plan.mode[p] == ABSORBED else plan.head_dim for p in plan.problems()))))
-    b, h = plan.batch, plan.heads
-    return dict(
-        args=[*lens, drop.rng, drop.threshold, drop.inv_keep, 1.0 / math.sqrt(plan.head_dim),
-              *plan.t, plan.d, h, max(16, triton.next_power_of_2(max(plan.t)))],
-        kwargs=dict(plan.kernel_plan(), DROPOUT=drop.on,
-                    PSUM=drop.on and any(m == ABSORBED for m in plan.mode),
-                    PREC="ieee", BLOCK_D=bd),
-        bd=bd, bh=b * h,
-    )
+def _attention_launch(plan: Plan, lens, drop: _Dropout):
+    """Arguments after the pointers, constexprs and grids of the three attention kernels.
 
+    Grids: (tiles of the largest problem, B * H, problems) for the forward and dQ,
+    (key tiles of the largest unit, B * H, units) for dK/dV; programs past their
+    problem's tiles do nothing."""
+    probs = plan.problems()
+    hds = [plan.d if plan.mode[p] == ABSORBED else plan.head_dim for p in range(6)]
+    bd = min(MAX_BLOCK_D, max(16, triton.next_power_of_2(max(hds[p] for p in probs))))
+    # dK/dV units: general pathways p (0..5), then key modalities m with absorbed pathways (6 + m)
+    units = [p for p in probs if plan.mode[p] == GENERAL]
+    units += [6 + m for m in range(3) if any(plan.mode[p] == ABSORBED and KEY[p] == m for p in range(6))]
+    unit_t = [plan.t[KEY[u]] if u < 6 else plan.t[u - 6] for u in units]
+    unit_hd = [plan.head_dim if u < 6 else plan.d for u in units]
+    bh = plan.batch * plan.heads
 
-def _query_grid(plan: Plan, bd: int, bh: int):
-    def grid(meta):
-        n = 0
-        for p in plan.problems():
-            hd = plan.d if plan.mode[p] == ABSORBED else plan.head_dim
-            n += triton.cdiv(plan.t[QUERY[p]], meta["BLOCK_M"]) * triton.cdiv(hd, bd)
-        return (n, bh)
+    def query_grid(meta):
+        return (max(triton.cdiv(plan.t[QUERY[p]], meta["BLOCK_M"]) * triton.cdiv(hds[p], bd) for p in probs),
+                bh, len(probs))
 
-    return grid
+    def key_grid(meta):
+        return (max(triton.cdiv(t, meta["BLOCK_N"]) * triton.cdiv(hd, bd) for t, hd in zip(unit_t, unit_hd)),
+                bh, len(units))
 
-
-def _key_grid(plan: Plan, bd: int, bh: int):
-    def grid(meta):
-        n = 0
-        for p in range(6):
-            if plan.mode[p] == GENERAL:
-                n += triton.cdiv(plan.t[KEY[p]], meta["BLOCK_N"]) * triton.cdiv(plan.head_dim, bd)
-        for m in range(3):
-            if any(plan.mode[p] == ABSORBED and KEY[p] == m for p in range(6)):
-                n += triton.cdiv(plan.t[m], meta["BLOCK_N"]) * triton.cdiv(plan.d, bd)
-        return (n, bh)
-
-    return grid
+    args = [*lens, drop.rng, drop.threshold, drop.inv_keep, 1.0 / math.sqrt(plan.head_dim),
+            *plan.t, plan.d, plan.heads, max(16, triton.next_power_of_2(max(plan.t)))]
+    kwargs = dict(plan.kernel_plan(), PROBS=sum(p << (3 * i) for i, p in enumerate(probs)),
+                  UNITS=sum(u << (4 * i) for i, u in enumerate(units)), DROPOUT=drop.on,
+                  PSUM=drop.on and any(m == ABSORBED for m in plan.mode), PREC="ieee", BLOCK_D=bd)
+    return args, kwargs, query_grid, key_grid if units else None
 
 
 def _per_pathway(ts: Sequence[Tensor | None], dummy: Tensor) -> list[Tensor]:
@@ -348,10 +341,10 @@ def _block_forward(op, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight, in_pr
         if P.mode[p] == ABSORBED:
             saved[S_QT + p], saved[S_Z + p], saved[S_PSUM + p] = qt[p], z[p], psum[p]
     if P.problems() and B > 0:
-        c = _attention_common(P, lens, attn_drop)
-        wrap_triton(attention_fwd_kernel)[_query_grid(P, c["bd"], c["bh"])](
+        args, kwargs, query_grid, _ = _attention_launch(P, lens, attn_drop)
+        wrap_triton(attention_fwd_kernel)[query_grid](
             *_per_pathway(q_src, dummy), *_per_pathway(kv_src, dummy), *_per_pathway(o_dst, dummy),
-            *_per_pathway(lse, dummy32), *_per_pathway(psum, dummy32), *c["args"], **c["kwargs"])
+            *_per_pathway(lse, dummy32), *_per_pathway(psum, dummy32), *args, **kwargs)
 
     # Absorbed pathways: O_h = z_h W_v,h^T + coef b_v,h.
     for p in range(6):
@@ -548,17 +541,15 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
         common = [*_per_pathway(q_src, dummy), *_per_pathway(kv_src, dummy), *_per_pathway(o_src, dummy),
                   *_per_pathway(do_src, dummy), *_per_pathway(lse, dummy32), *_per_pathway(psum, dummy32),
                   *_per_pathway(dpsum, dummy32)]
-        c = _attention_common(P, lens, attn_drop)
-        wrap_triton(attention_bwd_dq_kernel)[_query_grid(P, c["bd"], c["bh"])](
-            *common, *_per_pathway(dq_dst, dummy), *c["args"], **c["kwargs"])
+        args, kwargs, query_grid, key_grid = _attention_launch(P, lens, attn_drop)
+        wrap_triton(attention_bwd_dq_kernel)[query_grid](*common, *_per_pathway(dq_dst, dummy), *args, **kwargs)
         # dx_y of a key modality with absorbed pathways: gsum_y + dK + dV, into a new buffer.
         g_new: list[Tensor | None] = [None] * 3
         for m in range(3):
             if any(P.mode[p] == ABSORBED and KEY[p] == m for p in range(6)):
                 g_new[m] = torch.empty_like(gsum[m])
-        wrap_triton(attention_bwd_dkv_kernel)[_key_grid(P, c["bd"], c["bh"])](
-            *common, *_per_pathway(dkv_dst, dummy), *gsum, *_per_modality(g_new, dummy),
-            *c["args"], **c["kwargs"])
+        wrap_triton(attention_bwd_dkv_kernel)[key_grid](
+            *common, *_per_pathway(dkv_dst, dummy), *gsum, *_per_modality(g_new, dummy), *args, **kwargs)
         gsum = [g_new[m] if g_new[m] is not None else gsum[m] for m in range(3)]
 
     # 6. Absorbed pathways, after: dQ_h = dqt_h W_k,h^T / sqrt(d_h), dW_k,h = Q_h^T dqt_h / sqrt(d_h).

@@ -77,7 +77,8 @@ def _pick3(i, a0, a1, a2):
 
 @triton.jit
 def _pick6(i, a0, a1, a2, a3, a4, a5):
-    return tl.where(i < 3, _pick3(i, a0, a1, a2), _pick3(i - 3, a3, a4, a5))
+    return tl.where(i == 0, a0, tl.where(i == 1, a1, tl.where(i == 2, a2, tl.where(
+        i == 3, a3, tl.where(i == 4, a4, a5)))))
 
 
 @triton.jit
@@ -91,8 +92,8 @@ def _layout(p, T0, T1, T2, D, H, MODES: tl.constexpr, QS: tl.constexpr, KS: tl.c
     mode = (MODES >> (2 * p)) & 3
     absorbed = mode == 2
     d = zero + D
-    tq = zero + _pick3(x, T0, T1, T2)
-    tk = zero + _pick3(y, T0, T1, T2)
+    tq = zero + tl.where(x == 0, T0, tl.where(x == 1, T1, T2))
+    tk = zero + tl.where(y == 0, T0, tl.where(y == 1, T1, T2))
     hd = tl.where(absorbed, d, d // H)
     q_st = tl.where(absorbed, H * d, ((NIN >> (4 * x)) & 15) * d)
     q_col = tl.where(absorbed, 0, ((QS >> (4 * p)) & 15) * d)
@@ -107,40 +108,10 @@ def _layout(p, T0, T1, T2, D, H, MODES: tl.constexpr, QS: tl.constexpr, KS: tl.c
 
 
 @triton.jit
-def _query_tiles(p: tl.constexpr, T0, T1, T2, D, H, MODES: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Programs of pathway p on axis 0 of the forward and dQ grids."""
-    mode: tl.constexpr = (MODES >> (2 * p)) & 3
-    if mode == 1:
-        n = T0 * 0
-    else:
-        tq = _pick3(p // 2, T0, T1, T2)
-        hd = D if mode == 2 else D // H
-        n = tl.cdiv(tq, BLOCK_M) * tl.cdiv(hd, BLOCK_D)
-    return n
-
-
-@triton.jit
-def _find_query_tile(tile, T0, T1, T2, D, H, MODES: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    """(pathway, tile index within the pathway) of program `tile` on axis 0."""
-    p = tile * 0
-    start = tile * 0
-    acc = tile * 0
-    for q in tl.static_range(6):
-        n = _query_tiles(q, T0, T1, T2, D, H, MODES, BLOCK_M, BLOCK_D)
-        hit = (tile >= acc) & (tile < acc + n)
-        p = tl.where(hit, q, p)
-        start = tl.where(hit, acc, start)
-        acc += n
-    return p, tile - start
-
-
-@triton.jit
 def _scores(q_base, q_st, k_base, k_st, rows, row_ok, cols, col_ok, hd,
             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     """Q K^T of a [BLOCK_M, BLOCK_N] block (fp32), contracting over hd in chunks."""
-    s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    s = tl.full([BLOCK_M, BLOCK_N], 0.0, tl.float32)
     for d0 in range(0, hd, BLOCK_D):
         dd = d0 + tl.arange(0, BLOCK_D)
         d_ok = dd < hd
@@ -153,7 +124,7 @@ def _scores(q_base, q_st, k_base, k_st, rows, row_ok, cols, col_ok, hd,
 @triton.jit
 def _row_dot(a_base, b_base, st, rows, row_ok, hd, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """<a_i, b_i> over hd (fp32) for rows i of two sequences with the same layout."""
-    acc = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.full([BLOCK_M], 0.0, tl.float32)
     for d0 in range(0, hd, BLOCK_D):
         dd = d0 + tl.arange(0, BLOCK_D)
         m = row_ok[:, None] & (dd < hd)[None, :]
@@ -174,7 +145,8 @@ def attention_fwd_kernel(
     ps0, ps1, ps2, ps3, ps4, ps5,
     len0, len1, len2, rng_ptr,
     threshold, inv_keep, sm_scale, T0, T1, T2, D, H, t_key,
-    MODES: tl.constexpr, QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
+    PROBS: tl.constexpr, UNITS: tl.constexpr, MODES: tl.constexpr,
+    QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
     NIN: tl.constexpr, NOUT: tl.constexpr,
     DROPOUT: tl.constexpr, PSUM: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -183,15 +155,18 @@ def attention_fwd_kernel(
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = bh % H
-    p, local = _find_query_tile(tl.program_id(0), T0, T1, T2, D, H, MODES, BLOCK_M, BLOCK_D)
+    p = (PROBS >> (3 * tl.program_id(2))) & 7
+    local = tl.program_id(0)
     (mode, y, tq, tk, hd, q_col, q_sb, q_st, k_col, v_col, k_sb, k_st, k_sh,
      o_col, o_sb, o_st) = _layout(p, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT)
     absorbed = mode == 2
-    n_chunks = tl.cdiv(hd, BLOCK_D)
+    n_chunks = (hd + BLOCK_D - 1) // BLOCK_D
     chunk = local % n_chunks
-    rows = (local // n_chunks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row0 = (local // n_chunks) * BLOCK_M
+    rows = row0 + tl.arange(0, BLOCK_M)
     row_ok = rows < tq
     klen = tl.load(_pick3(y, len0, len1, len2) + b).to(tl.int32)
+    klen = tl.where(row0 < tq, klen, 0)  # programs past this pathway's query blocks do nothing
     q_base = _pick6(p, q0, q1, q2, q3, q4, q5) + q_col + b * q_sb + h * hd
     kv = _pick6(p, kv0, kv1, kv2, kv3, kv4, kv5)
     k_base = kv + k_col + b * k_sb + h * k_sh
@@ -203,10 +178,10 @@ def attention_fwd_kernel(
         k0, k1, offset = load_rng(rng_ptr)
         stream = 16 * h + p
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    ps = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.full([BLOCK_M], 0.0, tl.float32)
+    ps = tl.full([BLOCK_M], 0.0, tl.float32)
+    acc = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
     for j0 in range(0, klen, BLOCK_N):
         cols = j0 + tl.arange(0, BLOCK_N)
         col_ok = cols < klen
@@ -256,7 +231,8 @@ def attention_bwd_dq_kernel(
     dq0, dq1, dq2, dq3, dq4, dq5,
     len0, len1, len2, rng_ptr,
     threshold, inv_keep, sm_scale, T0, T1, T2, D, H, t_key,
-    MODES: tl.constexpr, QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
+    PROBS: tl.constexpr, UNITS: tl.constexpr, MODES: tl.constexpr,
+    QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
     NIN: tl.constexpr, NOUT: tl.constexpr,
     DROPOUT: tl.constexpr, PSUM: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -267,15 +243,18 @@ def attention_bwd_dq_kernel(
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = bh % H
-    p, local = _find_query_tile(tl.program_id(0), T0, T1, T2, D, H, MODES, BLOCK_M, BLOCK_D)
+    p = (PROBS >> (3 * tl.program_id(2))) & 7
+    local = tl.program_id(0)
     (mode, y, tq, tk, hd, q_col, q_sb, q_st, k_col, v_col, k_sb, k_st, k_sh,
      o_col, o_sb, o_st) = _layout(p, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT)
     absorbed = mode == 2
-    n_chunks = tl.cdiv(hd, BLOCK_D)
+    n_chunks = (hd + BLOCK_D - 1) // BLOCK_D
     chunk = local % n_chunks
-    rows = (local // n_chunks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row0 = (local // n_chunks) * BLOCK_M
+    rows = row0 + tl.arange(0, BLOCK_M)
     row_ok = rows < tq
     klen = tl.load(_pick3(y, len0, len1, len2) + b).to(tl.int32)
+    klen = tl.where(row0 < tq, klen, 0)  # programs past this pathway's query blocks do nothing
     q_off = q_col + b * q_sb + h * hd
     q_base = _pick6(p, q0, q1, q2, q3, q4, q5) + q_off
     kv = _pick6(p, kv0, kv1, kv2, kv3, kv4, kv5)
@@ -290,7 +269,7 @@ def attention_bwd_dq_kernel(
     stat = (b * H + h) * tq + rows
     lse = tl.load(_pick6(p, lse0, lse1, lse2, lse3, lse4, lse5) + stat, mask=row_ok, other=0.0) * LOG2E
     delta = _row_dot(do_base, o_base, o_st, rows, row_ok, hd, BLOCK_M, BLOCK_D)
-    extra = tl.zeros([BLOCK_M], dtype=tl.float32)
+    extra = tl.full([BLOCK_M], 0.0, tl.float32)
     if PSUM:
         psum_ok = row_ok & absorbed
         extra = tl.load(_pick6(p, dps0, dps1, dps2, dps3, dps4, dps5) + stat, mask=psum_ok, other=0.0)
@@ -299,7 +278,7 @@ def attention_bwd_dq_kernel(
         k0, k1, offset = load_rng(rng_ptr)
         stream = 16 * h + p
 
-    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    dq = tl.full([BLOCK_M, BLOCK_D], 0.0, tl.float32)
     for j0 in range(0, klen, BLOCK_N):
         cols = j0 + tl.arange(0, BLOCK_N)
         col_ok = cols < klen
@@ -322,30 +301,6 @@ def attention_bwd_dq_kernel(
 
 
 # --------------------------------------------------------------------------- backward: dK, dV
-@triton.jit
-def _key_tiles(u: tl.constexpr, T0, T1, T2, D, H, MODES: tl.constexpr,
-               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Programs of unit u on axis 0 of the dK/dV grid: general pathway u (u < 6) or
-    the absorbed pathways keyed on modality u - 6."""
-    if u < 6:
-        mode: tl.constexpr = (MODES >> (2 * u)) & 3
-        if mode == 0:
-            tk = _pick3((KEY_BITS >> (2 * u)) & 3, T0, T1, T2)
-            n = tl.cdiv(tk, BLOCK_N) * tl.cdiv(D // H, BLOCK_D)
-        else:
-            n = T0 * 0
-    else:
-        m: tl.constexpr = u - 6
-        # pathways keyed on m: (2, 4), (0, 5), (1, 3) for m = 0, 1, 2
-        pa: tl.constexpr = 2 if m == 0 else (0 if m == 1 else 1)
-        pb: tl.constexpr = 4 if m == 0 else (5 if m == 1 else 3)
-        if ((MODES >> (2 * pa)) & 3) == 2 or ((MODES >> (2 * pb)) & 3) == 2:
-            n = tl.cdiv(_pick3(m, T0, T1, T2), BLOCK_N) * tl.cdiv(D, BLOCK_D)
-        else:
-            n = T0 * 0
-    return n
-
-
 @triton.autotune(configs=_configs("bwd"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"])
 @triton.jit(do_not_specialize=["threshold"])
 def attention_bwd_dkv_kernel(
@@ -360,7 +315,8 @@ def attention_bwd_dkv_kernel(
     gin0, gin1, gin2, gout0, gout1, gout2,
     len0, len1, len2, rng_ptr,
     threshold, inv_keep, sm_scale, T0, T1, T2, D, H, t_key,
-    MODES: tl.constexpr, QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
+    PROBS: tl.constexpr, UNITS: tl.constexpr, MODES: tl.constexpr,
+    QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
     NIN: tl.constexpr, NOUT: tl.constexpr,
     DROPOUT: tl.constexpr, PSUM: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -369,30 +325,21 @@ def attention_bwd_dkv_kernel(
     column chunk of a general pathway's (b, h) (written to dkv_p in the layout of K
     and V; keys j >= len get 0), or, for a key modality m with absorbed pathways,
     gout_m[b, j] = gin_m[b, j] + sum over those pathways and heads of dk_j + dv_j."""
-    pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = bh % H
-    unit = pid * 0
-    start = pid * 0
-    acc_t = pid * 0
-    for u in tl.static_range(9):
-        n = _key_tiles(u, T0, T1, T2, D, H, MODES, BLOCK_N, BLOCK_D)
-        hit = (pid >= acc_t) & (pid < acc_t + n)
-        unit = tl.where(hit, u, unit)
-        start = tl.where(hit, acc_t, start)
-        acc_t += n
-    local = pid - start
+    unit = (UNITS >> (4 * tl.program_id(2))) & 15
+    local = tl.program_id(0)
     shared = unit >= 6
     m = unit - 6
     # members: the general pathway itself, or the (up to two) absorbed pathways keyed on m
     mem_a = tl.where(shared, tl.where(m == 0, 2, tl.where(m == 1, 0, 1)), unit)
     mem_b = tl.where(shared, tl.where(m == 0, 4, tl.where(m == 1, 5, 3)), -1)
     y = tl.where(shared, m, (KEY_BITS >> (2 * unit)) & 3)
-    d64 = (pid * 0).to(tl.int64) + D
-    tk = (pid * 0).to(tl.int64) + _pick3(y, T0, T1, T2)
+    d64 = (local * 0).to(tl.int64) + D
+    tk = (local * 0).to(tl.int64) + _pick3(y, T0, T1, T2)
     hd = tl.where(shared, d64, d64 // H)
-    n_chunks = tl.cdiv(hd, BLOCK_D)
+    n_chunks = (hd + BLOCK_D - 1) // BLOCK_D
     chunk = local % n_chunks
     col0 = (local // n_chunks) * BLOCK_N
     cols = col0 + tl.arange(0, BLOCK_N)
@@ -404,8 +351,8 @@ def attention_bwd_dkv_kernel(
     if DROPOUT:
         k0, k1, offset = load_rng(rng_ptr)
 
-    acc_k = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    acc_v = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    acc_k = tl.full([BLOCK_N, BLOCK_D], 0.0, tl.float32)
+    acc_v = tl.full([BLOCK_N, BLOCK_D], 0.0, tl.float32)
     for which in range(0, 2):
         p = tl.where(which == 0, mem_a, mem_b)
         pm = tl.maximum(p, 0)
@@ -428,14 +375,13 @@ def attention_bwd_dkv_kernel(
             o_off = o_col + b * o_sb + hh * hd
             if DROPOUT:
                 stream = 16 * hh + pm
-            acc_kh = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
             for i0 in range(0, n_rows, BLOCK_M):
                 rows = i0 + tl.arange(0, BLOCK_M)
                 row_ok = rows < tq
                 stat = (b * H + hh) * tq + rows
                 lse = tl.load(lse_p + stat, mask=row_ok, other=0.0) * LOG2E
                 delta = _row_dot(do_p + o_off, o_p + o_off, o_st, rows, row_ok, hd, BLOCK_M, BLOCK_D)
-                extra = tl.zeros([BLOCK_M], dtype=tl.float32)
+                extra = tl.full([BLOCK_M], 0.0, tl.float32)
                 if PSUM:
                     psum_ok = row_ok & (mode == 2)
                     extra = tl.load(_pick6(pm, dps0, dps1, dps2, dps3, dps4, dps5) + stat, mask=psum_ok,
@@ -454,14 +400,13 @@ def attention_bwd_dkv_kernel(
                     pd = tl.where(keep, pr * inv_keep, 0.0)
                 else:
                     pd = pr
-                ds = pr * (dp - delta[:, None])
+                ds = pr * (dp - delta[:, None]) * scale
                 do = tl.load(do_p + o_off + rows[:, None] * o_st + dcol[None, :],
                              mask=row_ok[:, None] & dcol_ok[None, :], other=0.0)
                 q = tl.load(q_base + rows[:, None] * q_st + dcol[None, :],
                             mask=row_ok[:, None] & dcol_ok[None, :], other=0.0)
                 acc_v = tl.dot(tl.trans(pd.to(do.dtype)), do, acc_v, input_precision=PREC)
-                acc_kh = tl.dot(tl.trans(ds.to(q.dtype)), q, acc_kh, input_precision=PREC)
-            acc_k += acc_kh * scale
+                acc_k = tl.dot(tl.trans(ds.to(q.dtype)), q, acc_k, input_precision=PREC)
 
     out_ok = (cols < tk)[:, None] & dcol_ok[None, :] & active
     if unit < 6:

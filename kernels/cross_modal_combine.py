@@ -56,8 +56,8 @@ def combine_fwd_kernel(
 ):
     """u, stats (mean, rstd) and y of one tile of BLOCK_R rows of one modality."""
     pid = tl.program_id(0)
-    n0 = tl.cdiv(B * T0, BLOCK_R)
-    n1 = tl.cdiv(B * T1, BLOCK_R)
+    n0 = (B * T0 + BLOCK_R - 1) // BLOCK_R
+    n1 = (B * T1 + BLOCK_R - 1) // BLOCK_R
     m = tl.where(pid < n0, 0, tl.where(pid < n0 + n1, 1, 2))
     t = _pick3(m, T0, T1, T2).to(tl.int64)
     r = (pid - _pick3(m, 0, n0, n0 + n1)).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -156,14 +156,14 @@ def combine_bwd_kernel(
     cols = tl.arange(0, BLOCK_D)
     c_ok = cols < D
     gamma = tl.load(ln_w + cols, mask=c_ok, other=0.0).to(tl.float32)
-    k0 = tl.zeros([], dtype=tl.uint32)
+    k0 = tl.full([], 0, tl.uint32)
     k1 = k0
     offset = k0
     if OUT_DROP:
         k0, k1, offset = load_rng(rng_ptr)
-    acc_g = tl.zeros([BLOCK_D], dtype=tl.float32)
-    acc_b = tl.zeros([BLOCK_D], dtype=tl.float32)
-    acc_d = tl.zeros([BLOCK_D], dtype=tl.float32)
+    acc_g = tl.full([BLOCK_D], 0.0, tl.float32)
+    acc_b = tl.full([BLOCK_D], 0.0, tl.float32)
+    acc_d = tl.full([BLOCK_D], 0.0, tl.float32)
     for i0 in range(0, t, BLOCK_R):
         g, xhat, du, at, mask, i = _grad_rows(u_ptr, st_ptr, gy_ptr, gamma, b, i0, t, m, D, k0, k1, offset,
                                               out_threshold, out_inv_keep, OUT_DROP, BLOCK_R, BLOCK_D)
@@ -181,7 +181,7 @@ def combine_bwd_kernel(
         has = is_item & (tl.load(_pick6(p, il0, il1, il2, il3, il4, il5) + b, mask=is_item, other=0) > 0)
         gc_ptr = _pick6(p, gc0, gc1, gc2, gc3, gc4, gc5)
         for hh in range(0, tl.where(is_item, item_heads, 0)):
-            dc = tl.zeros([BLOCK_D], dtype=tl.float32)
+            dc = tl.full([BLOCK_D], 0.0, tl.float32)
             for i0 in range(0, tl.where(has, t, 0), BLOCK_R):
                 g, xhat, du, at, mask, i = _grad_rows(u_ptr, st_ptr, gy_ptr, gamma, b, i0, t, m, D, k0, k1,
                                                       offset, out_threshold, out_inv_keep, OUT_DROP,
@@ -201,10 +201,10 @@ def combine_bwd_kernel(
     tl.debug_barrier()
     ticket = tl.atomic_add(counter_ptr, 1, sem="acq_rel")
     if ticket == n - 1:
-        tot_g = tl.zeros([BLOCK_D], dtype=tl.float32)
-        tot_b = tl.zeros([BLOCK_D], dtype=tl.float32)
+        tot_g = tl.full([BLOCK_D], 0.0, tl.float32)
+        tot_b = tl.full([BLOCK_D], 0.0, tl.float32)
         for mm in tl.static_range(3):
-            tot_d = tl.zeros([BLOCK_D], dtype=tl.float32)
+            tot_d = tl.full([BLOCK_D], 0.0, tl.float32)
             for p0 in range(mm * B, (mm + 1) * B, BLOCK_P):
                 prog = p0 + tl.arange(0, BLOCK_P)
                 pm = (prog < (mm + 1) * B)[:, None] & c_ok[None, :]

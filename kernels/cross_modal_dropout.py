@@ -55,7 +55,7 @@ def keep_block(k0, k1, offset, stream, item, rows, col0, threshold,
 
     `item` (the batch index b) is a scalar or a [BM, 1] tensor (one per row)."""
     quads = (col0 // 4 + tl.arange(0, BN // 4)).to(tl.uint32)
-    zero = tl.zeros([BM, BN // 4], dtype=tl.uint32)
+    zero = tl.full([BM, BN // 4], 0, tl.uint32)
     c0 = zero + quads[None, :]
     c1 = zero + rows.to(tl.uint32)[:, None]
     c3 = zero + (item.to(tl.uint32) + offset)
@@ -68,7 +68,7 @@ def keep_block(k0, k1, offset, stream, item, rows, col0, threshold,
 @triton.jit
 def keep_column0(k0, k1, offset, stream, item, rows, threshold):
     """Keep flags of column 0 of `rows` (a [BM] tensor); `item` scalar or [BM]."""
-    zero = tl.zeros(rows.shape, dtype=tl.uint32)
+    zero = tl.full(rows.shape, 0, tl.uint32)
     w0, _, _, _ = philox4x32_10(zero, zero + rows.to(tl.uint32), zero + stream.to(tl.uint32),
                                 zero + item.to(tl.uint32) + offset, k0, k1)
     return w0 >= threshold.to(tl.uint32)
