@@ -270,7 +270,8 @@ def _attention_launch(plan: Plan, lens, drop: _Dropout):
             *plan.t, plan.d, plan.heads, max(16, triton.next_power_of_2(max(plan.t)))]
     kwargs = dict(plan.kernel_plan(), PROBS=sum(p << (3 * i) for i, p in enumerate(probs)),
                   UNITS=sum(u << (4 * i) for i, u in enumerate(units)), DROPOUT=drop.on,
-                  PSUM=drop.on and any(m == ABSORBED for m in plan.mode), PREC="ieee", BLOCK_D=bd)
+                  PSUM=drop.on and any(m == ABSORBED for m in plan.mode), PREC="ieee", BLOCK_D=bd,
+                  ALIGN=math.gcd(plan.head_dim, 16))
     return args, kwargs, query_grid, key_grid if units else None
 
 

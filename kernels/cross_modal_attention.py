@@ -62,10 +62,12 @@ KEY_BITS: tl.constexpr = tl.constexpr(1 | 2 << 2 | 0 << 4 | 2 << 6 | 0 << 8 | 1 
 def _configs(kind: str):
     if INTERPRET:  # the interpreter is slow: one small config
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
+    # (BLOCK_M, BLOCK_N, num_warps, num_stages): short sequences want small query
+    # blocks (more programs); long ones and head size 256 want 8 warps.
     if kind == "fwd":
-        shapes = [(16, 32, 2, 1), (32, 32, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 2)]
+        shapes = [(16, 32, 4, 1), (32, 32, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2)]
     else:
-        shapes = [(16, 32, 2, 1), (32, 32, 4, 2), (64, 32, 4, 2), (32, 64, 4, 2), (64, 64, 8, 2)]
+        shapes = [(16, 32, 4, 1), (32, 32, 4, 2), (64, 32, 4, 2), (32, 64, 4, 2), (64, 64, 8, 2), (32, 32, 8, 1)]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
 
 
@@ -83,18 +85,20 @@ def _pick6(i, a0, a1, a2, a3, a4, a5):
 
 @triton.jit
 def _layout(p, T0, T1, T2, D, H, MODES: tl.constexpr, QS: tl.constexpr, KS: tl.constexpr,
-            VS: tl.constexpr, OS: tl.constexpr, NIN: tl.constexpr, NOUT: tl.constexpr):
-    """Mode and addressing of pathway p (int64): element (b, t, h, c) of a role is at
-    col + b*sb + t*st + h*sh + c. K and V share sb, st, sh."""
-    zero = (p * 0).to(tl.int64)
+            VS: tl.constexpr, OS: tl.constexpr, NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr):
+    """Mode and addressing of pathway p: element (b, t, h, c) of a role is at
+    col + b*sb + t*st + h*sh + c. K and V share sb, st, sh. The batch strides sb
+    are int64, the rest int32 (per-element offsets stay 32-bit). Every offset and
+    stride is a multiple of ALIGN elements (D and D/H are), which lets loads vectorise."""
+    zero = p * 0
     x = p // 2
     y = (KEY_BITS >> (2 * p)) & 3
     mode = (MODES >> (2 * p)) & 3
     absorbed = mode == 2
-    d = zero + D
+    d = tl.multiple_of(zero + D, ALIGN)
     tq = zero + tl.where(x == 0, T0, tl.where(x == 1, T1, T2))
     tk = zero + tl.where(y == 0, T0, tl.where(y == 1, T1, T2))
-    hd = tl.where(absorbed, d, d // H)
+    hd = tl.multiple_of(tl.where(absorbed, d, d // H), ALIGN)
     q_st = tl.where(absorbed, H * d, ((NIN >> (4 * x)) & 15) * d)
     q_col = tl.where(absorbed, 0, ((QS >> (4 * p)) & 15) * d)
     k_st = tl.where(absorbed, d, ((NIN >> (4 * y)) & 15) * d)
@@ -103,8 +107,16 @@ def _layout(p, T0, T1, T2, D, H, MODES: tl.constexpr, QS: tl.constexpr, KS: tl.c
     v_col = tl.where(absorbed, 0, ((VS >> (4 * p)) & 15) * d)
     o_st = tl.where(absorbed, H * d, ((NOUT >> (4 * x)) & 15) * d)
     o_col = tl.where(absorbed, 0, ((OS >> (4 * p)) & 15) * d)
-    return (mode, y, tq, tk, hd, q_col, tq * q_st, q_st, k_col, v_col, tk * k_st, k_st, k_sh,
-            o_col, tq * o_st, o_st)
+    q_st = tl.multiple_of(q_st, ALIGN)
+    q_col = tl.multiple_of(q_col, ALIGN)
+    k_st = tl.multiple_of(k_st, ALIGN)
+    k_col = tl.multiple_of(k_col, ALIGN)
+    k_sh = tl.multiple_of(k_sh, ALIGN)
+    v_col = tl.multiple_of(v_col, ALIGN)
+    o_st = tl.multiple_of(o_st, ALIGN)
+    o_col = tl.multiple_of(o_col, ALIGN)
+    return (mode, y, tq, tk, hd, q_col, tq.to(tl.int64) * q_st, q_st, k_col, v_col, tk.to(tl.int64) * k_st,
+            k_st, k_sh, o_col, tq.to(tl.int64) * o_st, o_st)
 
 
 @triton.jit
@@ -113,7 +125,7 @@ def _scores(q_base, q_st, k_base, k_st, rows, row_ok, cols, col_ok, hd,
     """Q K^T of a [BLOCK_M, BLOCK_N] block (fp32), contracting over hd in chunks."""
     s = tl.full([BLOCK_M, BLOCK_N], 0.0, tl.float32)
     for d0 in range(0, hd, BLOCK_D):
-        dd = d0 + tl.arange(0, BLOCK_D)
+        dd = tl.multiple_of(d0, BLOCK_D) + tl.arange(0, BLOCK_D)
         d_ok = dd < hd
         q = tl.load(q_base + rows[:, None] * q_st + dd[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
         k = tl.load(k_base + cols[:, None] * k_st + dd[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)
@@ -126,7 +138,7 @@ def _row_dot(a_base, b_base, st, rows, row_ok, hd, BLOCK_M: tl.constexpr, BLOCK_
     """<a_i, b_i> over hd (fp32) for rows i of two sequences with the same layout."""
     acc = tl.full([BLOCK_M], 0.0, tl.float32)
     for d0 in range(0, hd, BLOCK_D):
-        dd = d0 + tl.arange(0, BLOCK_D)
+        dd = tl.multiple_of(d0, BLOCK_D) + tl.arange(0, BLOCK_D)
         m = row_ok[:, None] & (dd < hd)[None, :]
         a = tl.load(a_base + rows[:, None] * st + dd[None, :], mask=m, other=0.0).to(tl.float32)
         c = tl.load(b_base + rows[:, None] * st + dd[None, :], mask=m, other=0.0).to(tl.float32)
@@ -147,7 +159,7 @@ def attention_fwd_kernel(
     threshold, inv_keep, sm_scale, T0, T1, T2, D, H, t_key,
     PROBS: tl.constexpr, UNITS: tl.constexpr, MODES: tl.constexpr,
     QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
-    NIN: tl.constexpr, NOUT: tl.constexpr,
+    NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr,
     DROPOUT: tl.constexpr, PSUM: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -158,7 +170,7 @@ def attention_fwd_kernel(
     p = (PROBS >> (3 * tl.program_id(2))) & 7
     local = tl.program_id(0)
     (mode, y, tq, tk, hd, q_col, q_sb, q_st, k_col, v_col, k_sb, k_st, k_sh,
-     o_col, o_sb, o_st) = _layout(p, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT)
+     o_col, o_sb, o_st) = _layout(p, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT, ALIGN)
     absorbed = mode == 2
     n_chunks = (hd + BLOCK_D - 1) // BLOCK_D
     chunk = local % n_chunks
@@ -209,12 +221,12 @@ def attention_fwd_kernel(
     tl.store(o_ptr + rows[:, None] * o_st + dcol[None, :], (acc * inv_l[:, None]).to(o0.dtype.element_ty),
              mask=row_ok[:, None] & dcol_ok[None, :])
     stat_ok = row_ok & (chunk == 0)
-    stat = (b * H + h) * tq + rows
+    stat = (b * H + h) * tq
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * LN2, float("inf"))
-    tl.store(_pick6(p, lse0, lse1, lse2, lse3, lse4, lse5) + stat, lse, mask=stat_ok)
+    tl.store(_pick6(p, lse0, lse1, lse2, lse3, lse4, lse5) + stat + rows, lse, mask=stat_ok)
     if PSUM:
         psum_ok = stat_ok & absorbed
-        tl.store(_pick6(p, ps0, ps1, ps2, ps3, ps4, ps5) + stat, ps * inv_l, mask=psum_ok)
+        tl.store(_pick6(p, ps0, ps1, ps2, ps3, ps4, ps5) + stat + rows, ps * inv_l, mask=psum_ok)
 
 
 # --------------------------------------------------------------------------- backward: dQ
@@ -233,7 +245,7 @@ def attention_bwd_dq_kernel(
     threshold, inv_keep, sm_scale, T0, T1, T2, D, H, t_key,
     PROBS: tl.constexpr, UNITS: tl.constexpr, MODES: tl.constexpr,
     QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
-    NIN: tl.constexpr, NOUT: tl.constexpr,
+    NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr,
     DROPOUT: tl.constexpr, PSUM: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -246,7 +258,7 @@ def attention_bwd_dq_kernel(
     p = (PROBS >> (3 * tl.program_id(2))) & 7
     local = tl.program_id(0)
     (mode, y, tq, tk, hd, q_col, q_sb, q_st, k_col, v_col, k_sb, k_st, k_sh,
-     o_col, o_sb, o_st) = _layout(p, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT)
+     o_col, o_sb, o_st) = _layout(p, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT, ALIGN)
     absorbed = mode == 2
     n_chunks = (hd + BLOCK_D - 1) // BLOCK_D
     chunk = local % n_chunks
@@ -266,14 +278,15 @@ def attention_bwd_dq_kernel(
     dcol = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
     dcol_ok = dcol < hd
     scale = tl.where(absorbed, 1.0, sm_scale)
-    stat = (b * H + h) * tq + rows
-    lse = tl.load(_pick6(p, lse0, lse1, lse2, lse3, lse4, lse5) + stat, mask=row_ok, other=0.0) * LOG2E
+    stat = (b * H + h) * tq
+    lse = tl.load(_pick6(p, lse0, lse1, lse2, lse3, lse4, lse5) + stat + rows, mask=row_ok, other=0.0) * LOG2E
     delta = _row_dot(do_base, o_base, o_st, rows, row_ok, hd, BLOCK_M, BLOCK_D)
     extra = tl.full([BLOCK_M], 0.0, tl.float32)
     if PSUM:
         psum_ok = row_ok & absorbed
-        extra = tl.load(_pick6(p, dps0, dps1, dps2, dps3, dps4, dps5) + stat, mask=psum_ok, other=0.0)
-        delta += extra * tl.load(_pick6(p, ps0, ps1, ps2, ps3, ps4, ps5) + stat, mask=psum_ok, other=0.0)
+        extra = tl.load(_pick6(p, dps0, dps1, dps2, dps3, dps4, dps5) + stat + rows, mask=psum_ok, other=0.0)
+        delta += extra * tl.load(_pick6(p, ps0, ps1, ps2, ps3, ps4, ps5) + stat + rows, mask=psum_ok,
+                                 other=0.0)
     if DROPOUT:
         k0, k1, offset = load_rng(rng_ptr)
         stream = 16 * h + p
@@ -317,7 +330,7 @@ def attention_bwd_dkv_kernel(
     threshold, inv_keep, sm_scale, T0, T1, T2, D, H, t_key,
     PROBS: tl.constexpr, UNITS: tl.constexpr, MODES: tl.constexpr,
     QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
-    NIN: tl.constexpr, NOUT: tl.constexpr,
+    NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr,
     DROPOUT: tl.constexpr, PSUM: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -336,9 +349,9 @@ def attention_bwd_dkv_kernel(
     mem_a = tl.where(shared, tl.where(m == 0, 2, tl.where(m == 1, 0, 1)), unit)
     mem_b = tl.where(shared, tl.where(m == 0, 4, tl.where(m == 1, 5, 3)), -1)
     y = tl.where(shared, m, (KEY_BITS >> (2 * unit)) & 3)
-    d64 = (local * 0).to(tl.int64) + D
-    tk = (local * 0).to(tl.int64) + _pick3(y, T0, T1, T2)
-    hd = tl.where(shared, d64, d64 // H)
+    d32 = tl.multiple_of(local * 0 + D, ALIGN)
+    tk = local * 0 + _pick3(y, T0, T1, T2)
+    hd = tl.multiple_of(tl.where(shared, d32, d32 // H), ALIGN)
     n_chunks = (hd + BLOCK_D - 1) // BLOCK_D
     chunk = local % n_chunks
     col0 = (local // n_chunks) * BLOCK_N
@@ -357,7 +370,7 @@ def attention_bwd_dkv_kernel(
         p = tl.where(which == 0, mem_a, mem_b)
         pm = tl.maximum(p, 0)
         (mode, _y, tq, _tk, _hd, q_col, q_sb, q_st, k_col, v_col, k_sb, k_st, k_sh,
-         o_col, o_sb, o_st) = _layout(pm, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT)
+         o_col, o_sb, o_st) = _layout(pm, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT, ALIGN)
         member = (p >= 0) & active & tl.where(shared, mode == 2, mode == 0) & (col0 < klen)
         n_rows = tl.where(member, tq, 0)
         h_lo = tl.where(shared, 0, h)
@@ -378,16 +391,16 @@ def attention_bwd_dkv_kernel(
             for i0 in range(0, n_rows, BLOCK_M):
                 rows = i0 + tl.arange(0, BLOCK_M)
                 row_ok = rows < tq
-                stat = (b * H + hh) * tq + rows
-                lse = tl.load(lse_p + stat, mask=row_ok, other=0.0) * LOG2E
+                stat = (b * H + hh) * tq
+                lse = tl.load(lse_p + stat + rows, mask=row_ok, other=0.0) * LOG2E
                 delta = _row_dot(do_p + o_off, o_p + o_off, o_st, rows, row_ok, hd, BLOCK_M, BLOCK_D)
                 extra = tl.full([BLOCK_M], 0.0, tl.float32)
                 if PSUM:
                     psum_ok = row_ok & (mode == 2)
-                    extra = tl.load(_pick6(pm, dps0, dps1, dps2, dps3, dps4, dps5) + stat, mask=psum_ok,
-                                    other=0.0)
-                    delta += extra * tl.load(_pick6(pm, ps0, ps1, ps2, ps3, ps4, ps5) + stat, mask=psum_ok,
-                                             other=0.0)
+                    extra = tl.load(_pick6(pm, dps0, dps1, dps2, dps3, dps4, dps5) + stat + rows,
+                                    mask=psum_ok, other=0.0)
+                    delta += extra * tl.load(_pick6(pm, ps0, ps1, ps2, ps3, ps4, ps5) + stat + rows,
+                                             mask=psum_ok, other=0.0)
                 s = _scores(q_base, q_st, k_base, k_st, rows, row_ok, cols, col_ok, hd,
                             BLOCK_M, BLOCK_N, BLOCK_D, PREC)
                 pr = tl.exp2(s * (scale * LOG2E) - lse[:, None])
@@ -412,13 +425,15 @@ def attention_bwd_dkv_kernel(
     if unit < 6:
         pm = tl.maximum(mem_a, 0)
         (mode, _y, tq, _tk, _hd, q_col, q_sb, q_st, k_col, v_col, k_sb, k_st, k_sh,
-         o_col, o_sb, o_st) = _layout(pm, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT)
+         o_col, o_sb, o_st) = _layout(pm, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT, ALIGN)
         dkv = _pick6(pm, dkv0, dkv1, dkv2, dkv3, dkv4, dkv5)
-        at = b * k_sb + h * k_sh + cols[:, None] * k_st + dcol[None, :]
-        tl.store(dkv + k_col + at, acc_k.to(dkv0.dtype.element_ty), mask=out_ok)
-        tl.store(dkv + v_col + at, acc_v.to(dkv0.dtype.element_ty), mask=out_ok)
+        base = b * k_sb + h * k_sh
+        at = cols[:, None] * k_st + dcol[None, :]
+        tl.store(dkv + (base + k_col) + at, acc_k.to(dkv0.dtype.element_ty), mask=out_ok)
+        tl.store(dkv + (base + v_col) + at, acc_v.to(dkv0.dtype.element_ty), mask=out_ok)
     else:
-        at = b * tk * d64 + cols[:, None] * d64 + dcol[None, :]
-        g = tl.load(_pick3(m, gin0, gin1, gin2) + at, mask=out_ok, other=0.0).to(tl.float32)
-        tl.store(_pick3(m, gout0, gout1, gout2) + at, (g + acc_k + acc_v).to(gout0.dtype.element_ty),
+        base = b * tk * d32
+        at = cols[:, None] * d32 + dcol[None, :]
+        g = tl.load(_pick3(m, gin0, gin1, gin2) + base + at, mask=out_ok, other=0.0).to(tl.float32)
+        tl.store(_pick3(m, gout0, gout1, gout2) + base + at, (g + acc_k + acc_v).to(gout0.dtype.element_ty),
                  mask=out_ok)
