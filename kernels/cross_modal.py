@@ -33,6 +33,7 @@ from .cross_modal_attention import (
     attention_bwd_dkv_kernel,
     attention_bwd_dq_kernel,
     attention_fwd_kernel,
+    t_key,
 )
 from .cross_modal_combine import combine_bwd_kernel, combine_fwd_kernel
 from .cross_modal_dropout import dropout_threshold
@@ -267,7 +268,7 @@ def _attention_launch(plan: Plan, lens, drop: _Dropout):
                 bh, len(units))
 
     args = [*lens, drop.rng, drop.threshold, drop.inv_keep, 1.0 / math.sqrt(plan.head_dim),
-            *plan.t, plan.d, plan.heads, max(16, triton.next_power_of_2(max(plan.t)))]
+            *plan.t, plan.d, plan.heads, t_key(max(plan.t))]
     kwargs = dict(plan.kernel_plan(), PROBS=sum(p << (3 * i) for i, p in enumerate(probs)),
                   UNITS=sum(u << (4 * i) for i, u in enumerate(units)), DROPOUT=drop.on,
                   PSUM=drop.on and any(m == ABSORBED for m in plan.mode), PREC="ieee", BLOCK_D=bd,

@@ -59,16 +59,37 @@ LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 KEY_BITS: tl.constexpr = tl.constexpr(1 | 2 << 2 | 0 << 4 | 2 << 6 | 0 << 8 | 1 << 10)
 
 
+SHORT, LONG = 0, 1  # t_key: the longest sequence is <= 128, or longer
+
+
+def t_key(max_t: int) -> int:
+    return SHORT if max_t <= 128 else LONG
+
+
+_SHAPES = {  # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel kind and sequence class
+    ("fwd", SHORT): [(16, 32, 4, 1), (32, 32, 4, 2), (64, 32, 4, 2)],  # more programs for few rows
+    ("fwd", LONG): [(64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2)],
+    ("bwd", SHORT): [(16, 32, 4, 1), (32, 32, 4, 2), (32, 32, 8, 1)],
+    ("bwd", LONG): [(64, 32, 4, 2), (32, 64, 4, 2), (64, 64, 8, 2)],
+}
+
+
 def _configs(kind: str):
     if INTERPRET:  # the interpreter is slow: one small config
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
-    # (BLOCK_M, BLOCK_N, num_warps, num_stages): short sequences want small query
-    # blocks (more programs); long ones and head size 256 want 8 warps.
-    if kind == "fwd":
-        shapes = [(16, 32, 4, 1), (32, 32, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2)]
-    else:
-        shapes = [(16, 32, 4, 1), (32, 32, 4, 2), (64, 32, 4, 2), (32, 64, 4, 2), (64, 64, 8, 2), (32, 32, 8, 1)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st)
+            for c in (SHORT, LONG) for m, n, w, st in _SHAPES[(kind, c)]]
+
+
+def _pruner(kind: str):
+    """The autotuner times only the configs of the call's sequence class."""
+    def prune(configs, named_args, **kwargs):
+        shapes = _SHAPES.get((kind, named_args["t_key"]), [])
+        keep = [c for c in configs
+                if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in shapes]
+        return keep or configs
+
+    return prune
 
 
 # --------------------------------------------------------------------------- helpers
@@ -147,7 +168,8 @@ def _row_dot(a_base, b_base, st, rows, row_ok, hd, BLOCK_M: tl.constexpr, BLOCK_
 
 
 # --------------------------------------------------------------------------- forward
-@triton.autotune(configs=_configs("fwd"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"])
+@triton.autotune(configs=_configs("fwd"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"],
+                 prune_configs_by={"early_config_prune": _pruner("fwd")})
 @triton.jit(do_not_specialize=["threshold"])
 def attention_fwd_kernel(
     q0, q1, q2, q3, q4, q5,
@@ -230,7 +252,8 @@ def attention_fwd_kernel(
 
 
 # --------------------------------------------------------------------------- backward: dQ
-@triton.autotune(configs=_configs("bwd"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"])
+@triton.autotune(configs=_configs("bwd"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"],
+                 prune_configs_by={"early_config_prune": _pruner("bwd")})
 @triton.jit(do_not_specialize=["threshold"])
 def attention_bwd_dq_kernel(
     q0, q1, q2, q3, q4, q5,
@@ -314,7 +337,8 @@ def attention_bwd_dq_kernel(
 
 
 # --------------------------------------------------------------------------- backward: dK, dV
-@triton.autotune(configs=_configs("bwd"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"])
+@triton.autotune(configs=_configs("bwd"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"],
+                 prune_configs_by={"early_config_prune": _pruner("bwd")})
 @triton.jit(do_not_specialize=["threshold"])
 def attention_bwd_dkv_kernel(
     q0, q1, q2, q3, q4, q5,
