@@ -80,17 +80,18 @@ def test_head_sizes(d, h):
     check_against_reference(t, modes, d=d, h=h, b=b, tol=5e-5)
 
 
-@pytest.mark.parametrize("t,shortcuts", [((3, 4, 2), False), ((3, 1, 1), True), ((2, 5, 3), "absorb")])
-def test_dropout_identical_to_cpu_backend(t, shortcuts):
+@pytest.mark.parametrize("t,shortcuts,p", [((3, 4, 2), False, 0.3), ((3, 1, 1), True, 0.3),
+                                           ((2, 5, 3), "absorb", 0.6)])  # p > 0.5: threshold >= 2^31
+def test_dropout_identical_to_cpu_backend(t, shortcuts, p):
     # Same rng (drawn from torch's CPU generator) -> the same Philox masks as the C++ kernels.
-    prm = make_params(16, 2, attn_dropout=0.3)
+    prm = make_params(16, 2, attn_dropout=p)
     xs, lens = inputs(t, b=3)
     modes = all_modes(t, shortcuts)
     gs = [torch.randn(3, ti, 16) for ti in t]
     results = {}
     for backend in ("cpu", "triton"):
         torch.manual_seed(1234)
-        results[backend] = run_block(xs, lens, prm, backend, modes, gs, dropout_p=0.25, training=True)
+        results[backend] = run_block(xs, lens, prm, backend, modes, gs, dropout_p=p - 0.05, training=True)
     (out_c, g_c), (out_t, g_t) = results["cpu"], results["triton"]
     for o, r in zip(out_t, out_c):
         assert rel_err(o, r) < 2e-5
@@ -238,6 +239,15 @@ def test_gpu_dropout_identical_to_cpu_backend(t, shortcuts):
         assert rel_err(a.cpu(), b) < 1e-4
     for a, b in zip(g_g, g_c):
         assert rel_err(a.cpu(), b) < 1e-4
+
+
+@pytest.mark.gpu
+def test_gpu_opcheck():
+    *args, rng = _op_args((3, 1, 4), [KEY_LEN_1, ABSORBED, GENERAL, ABSORBED, GENERAL, KEY_LEN_1], 0.2, 0.2)
+    to_gpu = lambda a: (a.cuda() if isinstance(a, torch.Tensor)  # noqa: E731
+                        else [t.cuda() for t in a] if isinstance(a, list) and isinstance(a[0], torch.Tensor) else a)
+    # the rng stays on the CPU, as cross_modal_block passes it
+    torch.library.opcheck(_triton_op(), (*map(to_gpu, args), rng))
 
 
 @pytest.mark.gpu
