@@ -173,12 +173,14 @@ def _check_and_plan(op, x, lens, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps, h
         if length.device != x[0].device:
             _fail(op, f"`{LEN_NAMES[m]}` is on {length.device} but `x_v` is on {x[0].device}")
         lens[m] = length.to(torch.long).contiguous()
-        if B > 0 and not _is_traced(lens[m]):
-            lo, hi = int(lens[m].min()), int(lens[m].max())
+        x[m] = x[m].contiguous()
+    if B > 0 and not _is_traced(*lens):  # one device sync for the six bounds
+        bounds = torch.stack([f(length) for length in lens for f in (torch.min, torch.max)]).tolist()
+        for m in range(3):
+            lo, hi = bounds[2 * m], bounds[2 * m + 1]
             if lo < 0 or hi > x[m].shape[1]:
                 _fail(op, f"`{LEN_NAMES[m]}` values must be in [0, T] = [0, {x[m].shape[1]}] (T = "
                           f"{X_NAMES[m]}.size(1)), got values in [{lo}, {hi}]")
-        x[m] = x[m].contiguous()
     if not (len(in_w) == len(in_b) == len(out_w) == len(out_b) == 6):
         _fail(op, "in_proj_weight, in_proj_bias, out_proj_weight and out_proj_bias must each list the 6 "
                   f"pathways v2a, v2t, a2v, a2t, t2v, t2a; got {len(in_w)}, {len(in_b)}, {len(out_w)}, "
@@ -230,7 +232,7 @@ def _check_and_plan(op, x, lens, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps, h
 class _Dropout:
     """Launch arguments of one dropout (rng on the device, threshold, 1 / (1 - p))."""
 
-    def __init__(self, p: float, rng: Tensor | None, rng_dev: Tensor):
+    def __init__(self, p: float, rng_dev: Tensor):
         self.on = p > 0
         self.threshold = dropout_threshold(p) if self.on else 0
         self.inv_keep = 1.0 / (1.0 - p) if self.on else 1.0
@@ -277,10 +279,7 @@ def _attention_launch(plan: Plan, lens, drop: _Dropout):
 
 
 def _per_pathway(ts: Sequence[Tensor | None], dummy: Tensor) -> list[Tensor]:
-    return [dummy if t is None else t for t in ts]
-
-
-def _per_modality(ts: Sequence[Tensor | None], dummy: Tensor) -> list[Tensor]:
+    """The per-pathway (or per-modality) pointer arguments; absent ones get a dummy."""
     return [dummy if t is None else t for t in ts]
 
 
@@ -304,7 +303,7 @@ def _block_forward(op, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight, in_pr
     dummy = x0.new_empty((1,))
     dummy32 = x0.new_empty((1,), dtype=acc)
     rng_dev = _rng_on_device(rng, x0) if (P.attn_p > 0 or P.out_p > 0) else x0.new_zeros((2,), dtype=torch.long)
-    attn_drop, out_drop = _Dropout(P.attn_p, rng, rng_dev), _Dropout(P.out_p, rng, rng_dev)
+    attn_drop, out_drop = _Dropout(P.attn_p, rng_dev), _Dropout(P.out_p, rng_dev)
     saved: list[Tensor | None] = [None] * N_SAVED
 
     # 1. Grouped input projections.
@@ -392,7 +391,7 @@ def _block_forward(op, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight, in_pr
         block_r, block_d = _combine_blocks(D)
         n_tiles = sum(triton.cdiv(B * T[m], block_r) for m in range(3))
         wrap_triton(combine_fwd_kernel)[(n_tiles,)](
-            *xs, *_per_modality(rows, dummy), *u, *stats, *y_out,
+            *xs, *_per_pathway(rows, dummy), *u, *stats, *y_out,
             *_per_pathway(items, dummy), *out_b, *item_len, ln_w, ln_b, rng_dev,
             attn_drop.threshold, attn_drop.inv_keep, out_drop.threshold, out_drop.inv_keep, float(ln_eps),
             B, *T, D, item_heads,
@@ -444,7 +443,7 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
     dummy = x0.new_empty((1,))
     dummy32 = x0.new_empty((1,), dtype=acc)
     rng_dev = _rng_on_device(rng, x0) if (P.attn_p > 0 or P.out_p > 0) else x0.new_zeros((2,), dtype=torch.long)
-    attn_drop, out_drop = _Dropout(P.attn_p, rng, rng_dev), _Dropout(P.out_p, rng, rng_dev)
+    attn_drop, out_drop = _Dropout(P.attn_p, rng_dev), _Dropout(P.out_p, rng_dev)
     xf = [xs[m].view(B * T[m], D) for m in range(3)]
     Y = [saved[S_Y + m] if saved[S_Y + m] is not None else x0.new_empty((B * T[m], 0)) for m in range(3)]
     g_in_w = [x0.new_empty((3 * D, D)) for _ in range(6)]
@@ -551,7 +550,7 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
             if any(P.mode[p] == ABSORBED and KEY[p] == m for p in range(6)):
                 g_new[m] = torch.empty_like(gsum[m])
         wrap_triton(attention_bwd_dkv_kernel)[key_grid](
-            *common, *_per_pathway(dkv_dst, dummy), *gsum, *_per_modality(g_new, dummy), *args, **kwargs)
+            *common, *_per_pathway(dkv_dst, dummy), *gsum, *_per_pathway(g_new, dummy), *args, **kwargs)
         gsum = [g_new[m] if g_new[m] is not None else gsum[m] for m in range(3)]
 
     # 6. Absorbed pathways, after: dQ_h = dqt_h W_k,h^T / sqrt(d_h), dW_k,h = Q_h^T dqt_h / sqrt(d_h).

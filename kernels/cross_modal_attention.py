@@ -32,16 +32,17 @@ Each role (Q, K/V, O, lse, ...) has one base-pointer argument per pathway
 pointer table or host-side address arithmetic is needed (the ops trace under
 torch.compile). lse/psum/dpsum are [B, H, T_x] fp32.
 
-Grids: forward and dQ: axis 0 = (pathway, query block, column chunk) flattened
-over the six pathways, axis 1 = b * H + h. dK/dV: axis 0 = (unit, key block,
-column chunk) where units 0..5 are the general pathways and units 6..8 the key
-modalities with absorbed pathways: there ONE program (h = 0) per key block
-sums dK + dV over both absorbed pathways and all heads, reads the key
-modality's incoming gradient and writes gradient + dK + dV to a new buffer,
-so the shared-K accumulation is race-free, deterministic and idempotent
-(autotuning may rerun it). Head sizes above BLOCK_D are processed in column
-chunks of BLOCK_D: the contractions loop over chunks, each program owns one
-chunk of the output columns.
+Grids: forward and dQ: (query block x column chunk, b * H + h, problem); dK/dV:
+(key block x column chunk, b * H + h, unit), where units are the general
+pathways and the key modalities with absorbed pathways. Axis 0 is sized for the
+largest problem/unit; programs past theirs do nothing. For a key modality with
+absorbed pathways ONE program (h = 0) per key block sums dK + dV over both
+absorbed pathways and all heads, reads the modality's incoming gradient and
+writes gradient + dK + dV to a new buffer: the shared-K accumulation is
+race-free, deterministic and idempotent (autotuning may rerun it). Head sizes
+above BLOCK_D are processed in column chunks: the contractions loop over
+chunks, each program owns one chunk of the output columns. Per-element offsets
+are 32-bit; batch offsets 64-bit.
 """
 from __future__ import annotations
 
