@@ -274,7 +274,8 @@ def _attention_launch(plan: Plan, lens, drop: _Dropout):
     kwargs = dict(plan.kernel_plan(), PROBS=sum(p << (3 * i) for i, p in enumerate(probs)),
                   UNITS=sum(u << (4 * i) for i, u in enumerate(units)), DROPOUT=drop.on,
                   PSUM=drop.on and any(m == ABSORBED for m in plan.mode), PREC="ieee", BLOCK_D=bd,
-                  ALIGN=math.gcd(plan.head_dim, 16))
+                  ALIGN=math.gcd(plan.head_dim, 16),
+                  EVEN_D=all(hds[p] % bd == 0 for p in probs))
     return args, kwargs, query_grid, key_grid if units else None
 
 

@@ -143,12 +143,13 @@ def _layout(p, T0, T1, T2, D, H, MODES: tl.constexpr, QS: tl.constexpr, KS: tl.c
 
 @triton.jit
 def _scores(q_base, q_st, k_base, k_st, rows, row_ok, cols, col_ok, hd,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+            EVEN_D: tl.constexpr):
     """Q K^T of a [BLOCK_M, BLOCK_N] block (fp32), contracting over hd in chunks."""
     s = tl.full([BLOCK_M, BLOCK_N], 0.0, tl.float32)
     for d0 in range(0, hd, BLOCK_D):
         dd = tl.multiple_of(d0, BLOCK_D) + tl.arange(0, BLOCK_D)
-        d_ok = dd < hd
+        d_ok = (dd < hd) | EVEN_D  # constant mask when no head size needs one: loads vectorise
         q = tl.load(q_base + rows[:, None] * q_st + dd[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
         k = tl.load(k_base + cols[:, None] * k_st + dd[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)
         s = tl.dot(q, tl.trans(k), s, input_precision=PREC)
@@ -156,12 +157,13 @@ def _scores(q_base, q_st, k_base, k_st, rows, row_ok, cols, col_ok, hd,
 
 
 @triton.jit
-def _row_dot(a_base, b_base, st, rows, row_ok, hd, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+def _row_dot(a_base, b_base, st, rows, row_ok, hd, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+             EVEN_D: tl.constexpr):
     """<a_i, b_i> over hd (fp32) for rows i of two sequences with the same layout."""
     acc = tl.full([BLOCK_M], 0.0, tl.float32)
     for d0 in range(0, hd, BLOCK_D):
         dd = tl.multiple_of(d0, BLOCK_D) + tl.arange(0, BLOCK_D)
-        m = row_ok[:, None] & (dd < hd)[None, :]
+        m = row_ok[:, None] & ((dd < hd) | EVEN_D)[None, :]
         a = tl.load(a_base + rows[:, None] * st + dd[None, :], mask=m, other=0.0).to(tl.float32)
         c = tl.load(b_base + rows[:, None] * st + dd[None, :], mask=m, other=0.0).to(tl.float32)
         acc += tl.sum(a * c, axis=1)
@@ -182,7 +184,7 @@ def attention_fwd_kernel(
     threshold, inv_keep, sm_scale, T0, T1, T2, D, H, t_key,
     PROBS: tl.constexpr, UNITS: tl.constexpr, MODES: tl.constexpr,
     QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
-    NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr,
+    NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr, EVEN_D: tl.constexpr,
     DROPOUT: tl.constexpr, PSUM: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -207,7 +209,7 @@ def attention_fwd_kernel(
     k_base = kv + k_col + b * k_sb + h * k_sh
     v_base = kv + v_col + b * k_sb + h * k_sh
     dcol = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
-    dcol_ok = dcol < hd
+    dcol_ok = (dcol < hd) | EVEN_D
     scale = tl.where(absorbed, 1.0, sm_scale) * LOG2E  # base-2 exponent units
     if DROPOUT:
         k0, k1, offset = load_rng(rng_ptr)
@@ -221,7 +223,7 @@ def attention_fwd_kernel(
         cols = j0 + tl.arange(0, BLOCK_N)
         col_ok = cols < klen
         s = _scores(q_base, q_st, k_base, k_st, rows, row_ok, cols, col_ok, hd,
-                    BLOCK_M, BLOCK_N, BLOCK_D, PREC) * scale
+                    BLOCK_M, BLOCK_N, BLOCK_D, PREC, EVEN_D) * scale
         s = tl.where(col_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every block has a valid key
         alpha = tl.exp2(m_i - m_new)
@@ -269,7 +271,7 @@ def attention_bwd_dq_kernel(
     threshold, inv_keep, sm_scale, T0, T1, T2, D, H, t_key,
     PROBS: tl.constexpr, UNITS: tl.constexpr, MODES: tl.constexpr,
     QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
-    NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr,
+    NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr, EVEN_D: tl.constexpr,
     DROPOUT: tl.constexpr, PSUM: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -300,11 +302,11 @@ def attention_bwd_dq_kernel(
     o_base = _pick6(p, o0, o1, o2, o3, o4, o5) + o_off
     do_base = _pick6(p, do0, do1, do2, do3, do4, do5) + o_off
     dcol = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
-    dcol_ok = dcol < hd
+    dcol_ok = (dcol < hd) | EVEN_D
     scale = tl.where(absorbed, 1.0, sm_scale)
     stat = (b * H + h) * tq
     lse = tl.load(_pick6(p, lse0, lse1, lse2, lse3, lse4, lse5) + stat + rows, mask=row_ok, other=0.0) * LOG2E
-    delta = _row_dot(do_base, o_base, o_st, rows, row_ok, hd, BLOCK_M, BLOCK_D)
+    delta = _row_dot(do_base, o_base, o_st, rows, row_ok, hd, BLOCK_M, BLOCK_D, EVEN_D)
     extra = tl.full([BLOCK_M], 0.0, tl.float32)
     if PSUM:
         psum_ok = row_ok & absorbed
@@ -320,11 +322,11 @@ def attention_bwd_dq_kernel(
         cols = j0 + tl.arange(0, BLOCK_N)
         col_ok = cols < klen
         s = _scores(q_base, q_st, k_base, k_st, rows, row_ok, cols, col_ok, hd,
-                    BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+                    BLOCK_M, BLOCK_N, BLOCK_D, PREC, EVEN_D)
         pr = tl.exp2(s * (scale * LOG2E) - lse[:, None])
         pr = tl.where(row_ok[:, None] & col_ok[None, :], pr, 0.0)
         dp = _scores(do_base, o_st, v_base, k_st, rows, row_ok, cols, col_ok, hd,
-                     BLOCK_M, BLOCK_N, BLOCK_D, PREC) + extra[:, None]
+                     BLOCK_M, BLOCK_N, BLOCK_D, PREC, EVEN_D) + extra[:, None]
         if DROPOUT:
             keep = keep_block(k0, k1, offset, stream, b, rows, j0, threshold, BLOCK_M, BLOCK_N)
             dp = tl.where(keep, dp * inv_keep, 0.0)
@@ -355,7 +357,7 @@ def attention_bwd_dkv_kernel(
     threshold, inv_keep, sm_scale, T0, T1, T2, D, H, t_key,
     PROBS: tl.constexpr, UNITS: tl.constexpr, MODES: tl.constexpr,
     QS: tl.constexpr, KS: tl.constexpr, VS: tl.constexpr, OS: tl.constexpr,
-    NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr,
+    NIN: tl.constexpr, NOUT: tl.constexpr, ALIGN: tl.constexpr, EVEN_D: tl.constexpr,
     DROPOUT: tl.constexpr, PSUM: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -384,7 +386,7 @@ def attention_bwd_dkv_kernel(
     klen = tl.load(_pick3(y, len0, len1, len2) + b).to(tl.int32)
     col_ok = cols < klen
     dcol = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
-    dcol_ok = dcol < hd
+    dcol_ok = (dcol < hd) | EVEN_D
     active = (h == 0) | (unit < 6)  # one program per (b, key block) for shared keys
     if DROPOUT:
         k0, k1, offset = load_rng(rng_ptr)
@@ -418,7 +420,7 @@ def attention_bwd_dkv_kernel(
                 row_ok = rows < tq
                 stat = (b * H + hh) * tq
                 lse = tl.load(lse_p + stat + rows, mask=row_ok, other=0.0) * LOG2E
-                delta = _row_dot(do_p + o_off, o_p + o_off, o_st, rows, row_ok, hd, BLOCK_M, BLOCK_D)
+                delta = _row_dot(do_p + o_off, o_p + o_off, o_st, rows, row_ok, hd, BLOCK_M, BLOCK_D, EVEN_D)
                 extra = tl.full([BLOCK_M], 0.0, tl.float32)
                 if PSUM:
                     psum_ok = row_ok & (mode == 2)
@@ -427,11 +429,11 @@ def attention_bwd_dkv_kernel(
                     delta += extra * tl.load(_pick6(pm, ps0, ps1, ps2, ps3, ps4, ps5) + stat + rows,
                                              mask=psum_ok, other=0.0)
                 s = _scores(q_base, q_st, k_base, k_st, rows, row_ok, cols, col_ok, hd,
-                            BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+                            BLOCK_M, BLOCK_N, BLOCK_D, PREC, EVEN_D)
                 pr = tl.exp2(s * (scale * LOG2E) - lse[:, None])
                 pr = tl.where(row_ok[:, None] & col_ok[None, :], pr, 0.0)
                 dp = _scores(do_p + o_off, o_st, v_base, k_st, rows, row_ok, cols, col_ok, hd,
-                             BLOCK_M, BLOCK_N, BLOCK_D, PREC) + extra[:, None]
+                             BLOCK_M, BLOCK_N, BLOCK_D, PREC, EVEN_D) + extra[:, None]
                 if DROPOUT:
                     keep = keep_block(k0, k1, offset, stream, b, rows, col0, threshold, BLOCK_M, BLOCK_N)
                     dp = tl.where(keep, dp * inv_keep, 0.0)
