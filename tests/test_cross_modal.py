@@ -9,6 +9,7 @@ from torch import nn
 
 from maven_fast import BackendUnavailable
 from maven_fast._extension import extension
+from maven_fast.backends import backend_problems
 from maven_fast.nn import CrossModalBlock
 from maven_fast.ops.cross_modal import (
     ABSORBED,
@@ -448,12 +449,18 @@ def test_mismatched_heads_between_modules():
         CrossModalParams.from_modules(attns, nn.LayerNorm(16))
 
 
-def test_gpu_backends_not_implemented_yet():
+def test_cuda_backend_refuses_cpu_tensors_and_triton_runs_them_interpreted():
     prm = make_params()
     xs, lens = inputs((4, 3, 2))
-    for backend in ("cuda", "triton"):
-        with pytest.raises(BackendUnavailable):
-            cross_modal_block(*xs, *lens, params=prm, backend=backend)
+    with pytest.raises(BackendUnavailable, match=r"'cuda' runs CUDA tensors, got tensors on cpu"):
+        cross_modal_block(*xs, *lens, params=prm, backend="cuda")
+    if backend_problems("triton", "cpu"):  # no triton, or TRITON_INTERPRET unset: says why
+        with pytest.raises(BackendUnavailable, match="triton"):
+            cross_modal_block(*xs, *lens, params=prm, backend="triton")
+        return
+    out = cross_modal_block(*xs, *lens, params=prm, backend="triton")  # Triton's CPU interpreter
+    ref = cross_modal_block(*xs, *lens, params=prm, backend="cpu")
+    assert all(rel_err(o, r) < 2e-5 for o, r in zip(out, ref))
 
 
 # --------------------------------------------------------------------------- regressor shortcut

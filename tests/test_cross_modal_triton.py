@@ -1,0 +1,268 @@
+"""The Triton backend of the cross-modal block against the eager reference and the
+CPU backend. On the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1,
+set by conftest.py): tiny shapes, float32 and float16 (the interpreter gets bf16
+wrong). Tests marked ``gpu`` run the compiled kernels on a CUDA device."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maven_fast.backends import backend_problems
+from maven_fast.nn import CrossModalBlock
+from maven_fast.ops.cross_modal import (
+    ABSORBED,
+    GENERAL,
+    KEY_LEN_1,
+    cross_modal_block,
+    cross_modal_reference,
+    saved_names,
+)
+from test_cross_modal import _op_args, all_modes, inputs, make_params, param_list, rel_err, with_params
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.skipif(bool(backend_problems("triton", DEVICE)),
+                                reason="; ".join(backend_problems("triton", DEVICE)))
+
+
+def _triton_op():
+    from maven_fast.ops.cross_modal import _triton_op
+
+    return _triton_op()
+
+
+def run_block(xs, lens, prm, backend, modes, grads, **kw):
+    """Outputs and the gradients of every input and parameter."""
+    out = cross_modal_block(*xs, *lens, params=prm, backend=backend, shortcuts=modes, **kw)
+    return out, torch.autograd.grad(out, xs + param_list(prm), grads)
+
+
+def check_against_reference(t, shortcuts, d=16, h=2, b=3, tol=2e-5, lengths=None):
+    prm = make_params(d, h)
+    xs, lens = inputs(t, b, d, lengths=lengths)
+    ref = cross_modal_reference(*xs, *lens, prm)
+    gs = [torch.randn_like(r) for r in ref]
+    g_ref = torch.autograd.grad(ref, xs + param_list(prm), gs)
+    out, g_out = run_block(xs, lens, prm, "triton", all_modes(t, shortcuts), gs)
+    for o, r in zip(out, ref):
+        assert o.shape == r.shape and o.dtype == r.dtype
+        assert rel_err(o, r) < tol
+    for i, (go, gr) in enumerate(zip(g_out, g_ref)):
+        assert go.shape == gr.shape
+        assert rel_err(go, gr) < tol, f"gradient {i}: rel. err {rel_err(go, gr):.2e}"
+
+
+# --------------------------------------------------------------------------- interpreter (CPU)
+@pytest.mark.parametrize("t,shortcuts", [
+    ((5, 7, 3), False),          # general everywhere
+    ((5, 7, 3), "absorb"),       # weight absorption everywhere
+    ((9, 1, 1), True),           # reference_mlp-like: key length 1 + absorbed a2v, t2v
+    ((1, 37, 2), "absorb"),      # one query row; 37 keys: several key blocks
+    ((3, 37, 1), False),         # general over several key blocks
+])
+def test_matches_reference(t, shortcuts):
+    check_against_reference(t, shortcuts, b=3 if max(t) < 20 else 2)
+
+
+@pytest.mark.parametrize("shortcuts", [False, "absorb"])
+def test_length_edges(shortcuts):
+    # Every length at its edges: 0 (fully masked), 1, T-1, T in every modality.
+    t = (5, 4, 3)
+    lens = [torch.tensor([0, 1, ti - 1, ti]) for ti in t]
+    check_against_reference(t, shortcuts, b=4, lengths=lens)
+
+
+@pytest.mark.parametrize("d,h", [(64, 2), (24, 3), (256, 1)])
+def test_head_sizes(d, h):
+    # head sizes 32 (absorbed: 64, two column chunks in the interpreter), 8, and 256
+    # (eight chunks); general and absorbed pathways in one launch.
+    modes = [GENERAL, ABSORBED, ABSORBED, GENERAL, GENERAL, ABSORBED]
+    t, b = ((3, 2, 4), 2) if d < 256 else ((2, 3, 1), 1)
+    check_against_reference(t, modes, d=d, h=h, b=b, tol=5e-5)
+
+
+@pytest.mark.parametrize("t,shortcuts,p", [((3, 4, 2), False, 0.3), ((3, 1, 1), True, 0.3),
+                                           ((2, 5, 3), "absorb", 0.6)])  # p > 0.5: threshold >= 2^31
+def test_dropout_identical_to_cpu_backend(t, shortcuts, p):
+    # Same rng (drawn from torch's CPU generator) -> the same Philox masks as the C++ kernels.
+    prm = make_params(16, 2, attn_dropout=p)
+    xs, lens = inputs(t, b=3)
+    modes = all_modes(t, shortcuts)
+    gs = [torch.randn(3, ti, 16) for ti in t]
+    results = {}
+    for backend in ("cpu", "triton"):
+        torch.manual_seed(1234)
+        results[backend] = run_block(xs, lens, prm, backend, modes, gs, dropout_p=p - 0.05, training=True)
+    (out_c, g_c), (out_t, g_t) = results["cpu"], results["triton"]
+    for o, r in zip(out_t, out_c):
+        assert rel_err(o, r) < 2e-5
+    for i, (a, b) in enumerate(zip(g_t, g_c)):
+        assert rel_err(a, b) < 2e-5, f"gradient {i}: rel. err {rel_err(a, b):.2e}"
+    # and dropout did act: eval mode gives different outputs
+    ev = cross_modal_block(*xs, *lens, params=prm, backend="triton", shortcuts=modes)
+    assert not torch.allclose(ev[0], out_t[0])
+
+
+def test_results_are_deterministic():
+    prm = make_params(16, 2, attn_dropout=0.2)
+    xs, lens = inputs((3, 4, 2), b=2)
+    modes = [GENERAL, ABSORBED, ABSORBED, GENERAL, ABSORBED, GENERAL]
+    gs = [torch.randn_like(x) for x in xs]
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        runs.append(run_block(xs, lens, prm, "triton", modes, gs, dropout_p=0.1, training=True))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_float16_within_twice_eager_error():
+    t, d = (6, 5, 1), 32
+    prm = make_params(d, 2)
+    xs, lens = inputs(t, b=2, d=d)
+    modes = [GENERAL, KEY_LEN_1, ABSORBED, KEY_LEN_1, GENERAL, ABSORBED]
+    _check_low_precision(xs, lens, prm, modes, torch.float16, "triton")
+
+
+def test_saved_layout_matches_cpu_op():
+    t, modes = (3, 1, 4), [KEY_LEN_1, ABSORBED, ABSORBED, ABSORBED, GENERAL, KEY_LEN_1]
+    args = _op_args(t, modes, 0.2, 0.1)
+    cpu = torch.ops.maven_fast.cross_modal_block(*args)
+    tri = _triton_op()(*args)
+    names = saved_names(modes, True)
+    assert len(cpu[3]) == len(tri[3]) == len(names)
+    for n, a, b in zip(names, cpu[3], tri[3]):
+        assert a.shape == b.shape and a.dtype == b.dtype, n
+        if not n.startswith("lse"):  # lse = +inf where an item has no keys
+            assert rel_err(b, a) < 1e-5, n
+        else:
+            assert torch.equal(torch.isinf(a), torch.isinf(b)) and rel_err(b[a.isfinite()], a[a.isfinite()]) < 1e-5
+
+
+def test_padded_keys_are_never_read():
+    t = (6, 5, 4)
+    prm = make_params()
+    xs, lens = inputs(t)
+    xs = [x.detach() for x in xs]
+    modes = [GENERAL, ABSORBED, GENERAL, ABSORBED, ABSORBED, GENERAL]
+    out = cross_modal_block(*xs, *lens, params=prm, backend="triton", shortcuts=modes)
+    mask = torch.arange(t[1])[None, :] >= lens[1][:, None]
+    x_a2 = torch.where(mask[..., None], torch.full_like(xs[1], 1e6), xs[1])
+    out2 = cross_modal_block(xs[0], x_a2, xs[2], *lens, params=prm, backend="triton", shortcuts=modes)
+    assert torch.equal(out[0], out2[0]) and torch.equal(out[2], out2[2])
+
+
+def test_opcheck():
+    args = _op_args((3, 1, 4), [KEY_LEN_1, ABSORBED, GENERAL, ABSORBED, GENERAL, KEY_LEN_1], 0.2, 0.2)
+    torch.library.opcheck(_triton_op(), args, test_utils=("test_schema", "test_autograd_registration",
+                                                            "test_faketensor"))
+
+
+def test_bad_inputs_raise_clear_errors():
+    prm = make_params()
+    xs, lens = inputs((4, 3, 2))
+    with pytest.raises(RuntimeError, match=r"cross_modal_block_triton: `len_a`.*\[0, T\] = \[0, 3\]"):
+        cross_modal_block(xs[0], xs[1], xs[2], lens[0], torch.tensor([3, 4, 0]), lens[2], params=prm,
+                          backend="triton")
+    with pytest.raises(RuntimeError, match=r"key length 1"):
+        cross_modal_block(*xs, *lens, params=prm, backend="triton", shortcuts=[KEY_LEN_1] * 6)
+    args = list(_op_args((3, 4, 2), [GENERAL] * 6, 0.2, 0.0))
+    args[-1] = None
+    with pytest.raises(RuntimeError, match=r"rng"):
+        _triton_op()(*args)
+
+
+# --------------------------------------------------------------------------- GPU
+def _check_low_precision(xs, lens, prm, modes, dtype, backend, device="cpu"):
+    """SPEC 5: the fused error (values and gradients) is <= 2x eager PyTorch's in the
+    same dtype, both against a float64 reference (plus a small absolute slack)."""
+    xs = [x.detach().to(device) for x in xs]
+    lens = [length.to(device) for length in lens]
+    prm = with_params(prm, [p.detach().to(device) for p in param_list(prm)])
+
+    def grads_of(xs_, prm_, fn):
+        xs_ = [x.clone().requires_grad_() for x in xs_]
+        prm_ = with_params(prm_, [p.clone().requires_grad_() for p in param_list(prm_)])
+        out = fn(xs_, prm_)
+        gs = [torch.ones_like(o) * 0.1 + torch.linspace(-1, 1, o.numel(), device=device).view_as(o).to(o.dtype)
+              for o in out]
+        return out, torch.autograd.grad(out, xs_ + param_list(prm_), gs)
+
+    lo = lambda ts: [x.to(dtype) for x in ts]  # noqa: E731
+    prm_lo = prm.cast(dtype)
+    ref = grads_of([x.double() for x in xs], prm.cast(torch.float64),
+                   lambda x, p: cross_modal_reference(*x, *lens, p))
+    eager = grads_of(lo(xs), prm_lo, lambda x, p: cross_modal_reference(*x, *lens, p))
+    fused = grads_of(lo(xs), prm_lo,
+                     lambda x, p: cross_modal_block(*x, *lens, params=p, backend=backend, shortcuts=modes))
+    for kind in (0, 1):
+        for i, (f, e, r) in enumerate(zip(fused[kind], eager[kind], ref[kind])):
+            assert f.dtype == dtype
+            err_f = (f.double() - r).abs().max().item()
+            err_e = (e.double() - r).abs().max().item()
+            slack = 1e-3 * max(1.0, r.abs().max().item())
+            assert err_f <= 2 * err_e + slack, (("values", "grads")[kind], i, err_f, err_e)
+
+
+GPU_SHAPES = [
+    ((17, 33, 1), True),      # key length 1 + absorption
+    ((64, 100, 32), False),   # paper shapes, general
+    ((64, 100, 32), True),    # paper shapes, planned
+    ((130, 257, 65), "absorb"),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("t,shortcuts", GPU_SHAPES)
+@pytest.mark.parametrize("d,h", [(512, 2), (256, 4)])
+def test_gpu_within_twice_eager_error(dtype, t, shortcuts, d, h):
+    prm = make_params(d, h)
+    xs, lens = inputs(t, b=4, d=d)
+    _check_low_precision(xs, lens, prm, all_modes(t, shortcuts), dtype, "triton", device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("t,shortcuts", [((9, 1, 1), True), ((20, 70, 5), False), ((3, 70, 9), "absorb")])
+def test_gpu_dropout_identical_to_cpu_backend(t, shortcuts):
+    prm = make_params(64, 2, attn_dropout=0.3)
+    xs, lens = inputs(t, b=3, d=64)
+    modes = all_modes(t, shortcuts)
+    gs = [torch.randn(3, ti, 64) for ti in t]
+    torch.manual_seed(99)
+    out_c, g_c = run_block(xs, lens, prm, "cpu", modes, gs, dropout_p=0.25, training=True)
+    xs_g = [x.detach().cuda().requires_grad_() for x in xs]
+    prm_g = with_params(prm, [p.detach().cuda().requires_grad_() for p in param_list(prm)])
+    torch.manual_seed(99)
+    out_g, g_g = run_block(xs_g, [length.cuda() for length in lens], prm_g, "triton", modes,
+                           [g.cuda() for g in gs], dropout_p=0.25, training=True)
+    for a, b in zip(out_g, out_c):
+        assert rel_err(a.cpu(), b) < 1e-4
+    for a, b in zip(g_g, g_c):
+        assert rel_err(a.cpu(), b) < 1e-4
+
+
+@pytest.mark.gpu
+def test_gpu_opcheck():
+    *args, rng = _op_args((3, 1, 4), [KEY_LEN_1, ABSORBED, GENERAL, ABSORBED, GENERAL, KEY_LEN_1], 0.2, 0.2)
+    to_gpu = lambda a: (a.cuda() if isinstance(a, torch.Tensor)  # noqa: E731
+                        else [t.cuda() for t in a] if isinstance(a, list) and isinstance(a[0], torch.Tensor) else a)
+    # the rng stays on the CPU, as cross_modal_block passes it
+    torch.library.opcheck(_triton_op(), (*map(to_gpu, args), rng))
+
+
+@pytest.mark.gpu
+def test_gpu_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    block = CrossModalBlock(64, 2, attn_dropout=0.0, dropout=0.0, backend="triton").cuda()
+    xs, lens = inputs((12, 9, 1), b=2, d=64)
+    xs = [x.detach().cuda().requires_grad_() for x in xs]
+    lens = [length.cuda() for length in lens]
+    out_c = torch.compile(block, fullgraph=True)(*xs, *lens)
+    out_e = block(*xs, *lens)
+    for a, b in zip(out_c, out_e):
+        assert rel_err(a, b) < 1e-5
+    wrt = xs + list(block.parameters())
+    g_c = torch.autograd.grad(out_c, wrt, [torch.ones_like(o) for o in out_c])
+    g_e = torch.autograd.grad(out_e, wrt, [torch.ones_like(o) for o in out_e])
+    for a, b in zip(g_c, g_e):
+        assert rel_err(a, b) < 1e-4
