@@ -130,7 +130,7 @@ def write_submission(path: str | os.PathLike, predictions: Predictions,
         raise DataError(path, f"no prediction for {len(missing)} video(s) of the frame list: "
                               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
                         fix="predict every video in the organisers' list")
-    rows, interpolated = [], {}
+    interpolated: dict[str, int] = {}
     by_video: dict[str, list[int]] = {}
     for i, (name, _) in enumerate(parsed):
         by_video.setdefault(name, []).append(i)

@@ -39,7 +39,6 @@ forward's masks. Its masks differ from eager PyTorch's, not its distribution.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -63,9 +62,13 @@ SUPPORTED_DTYPES = {
     "triton": (torch.float32, torch.bfloat16, torch.float16),
 }
 
-# Cost of one attention FLOP relative to one GEMM FLOP in the CPU kernel,
-# used by plan_pathways to decide when weight absorption pays.
-_ATTENTION_FLOP_WEIGHT = 1.5
+# Cost of one attention FLOP relative to one GEMM FLOP, per device type, used by
+# plan_pathways to decide when weight absorption pays. CPU: the attention kernel
+# runs near the GEMM rate. GPU: the attention kernels are fp32 SIMT kernels and
+# the projections cuBLAS GEMMs on tensor cores, so absorption (which trades
+# projection FLOPs for H times the attention FLOPs) pays only for very long keys.
+# The CPU figure is measured; the GPU figure is an estimate (no GPU measured it yet).
+_ATTENTION_FLOP_WEIGHT = {"cpu": 1.5, "cuda": 16.0}
 
 
 @dataclass
@@ -146,7 +149,8 @@ def _as_params(params) -> CrossModalParams:
 
 
 # --------------------------------------------------------------------------- plan
-def plan_pathways(t_v: int, t_a: int, t_t: int, d: int, num_heads: int, shortcuts: bool = True) -> list[int]:
+def plan_pathways(t_v: int, t_a: int, t_t: int, d: int, num_heads: int, shortcuts: bool = True,
+                  device_type: str = "cpu") -> list[int]:
     """The mode of each pathway (0 general, 1 key length 1, 2 weight absorption).
 
     Key length 1 whenever the key modality has one (padded) step. Weight
@@ -154,6 +158,7 @@ def plan_pathways(t_v: int, t_a: int, t_t: int, d: int, num_heads: int, shortcut
     pathway x2y, besides the common out_proj:
       general:   2 Tx D^2 (Q) + 4 Ty D^2 (K, V) + w 4 Tx Ty D   (attention)
       absorbed:  6 Tx D^2 (Q, W_k fold, W_v)     + w 4 H Tx Ty D
+    with w the cost of an attention FLOP relative to a GEMM FLOP on ``device_type``.
     """
     t = (t_v, t_a, t_t)
     modes = []
@@ -164,7 +169,7 @@ def plan_pathways(t_v: int, t_a: int, t_t: int, d: int, num_heads: int, shortcut
         elif ty == 1:
             modes.append(KEY_LEN_1)
         else:
-            w = _ATTENTION_FLOP_WEIGHT
+            w = _ATTENTION_FLOP_WEIGHT.get(device_type, _ATTENTION_FLOP_WEIGHT["cuda"])
             general = 2 * tx * d * d + 4 * ty * d * d + w * 4 * tx * ty * d
             absorbed = 6 * tx * d * d + w * 4 * num_heads * tx * ty * d
             modes.append(ABSORBED if absorbed < general else GENERAL)
@@ -380,7 +385,8 @@ def cross_modal_block(
     lens = [_lengths(l, x) for l, x in zip((v_len, a_len, t_len), xs)]
     d = x_v.shape[-1]
     if isinstance(shortcuts, bool):
-        modes = plan_pathways(x_v.shape[1], x_a.shape[1], x_t.shape[1], d, prm.num_heads, shortcuts)
+        modes = plan_pathways(x_v.shape[1], x_a.shape[1], x_t.shape[1], d, prm.num_heads, shortcuts,
+                              x_v.device.type)
     else:
         modes = [int(m) for m in shortcuts]
     dropout_on = training and (attn_p > 0 or dropout_p > 0)

@@ -209,7 +209,7 @@ class Trainer:
 
             bar = tqdm(total=steps_per_epoch, initial=progress["epoch_step"], leave=False,
                        desc=f"epoch {progress['epoch'] + 1}/{cfg.run.epochs}", dynamic_ncols=True)
-        loss_sum, frames_sum, samples, frames, t0 = 0.0, 0.0, 0, 0, time.perf_counter()
+        loss_sum, frames_sum, samples, t0 = 0.0, 0.0, 0, time.perf_counter()
         window_t0, window_samples, window_frames = t0, 0, 0
         stop = False
         for batch in loader:
