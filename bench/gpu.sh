@@ -4,13 +4,15 @@
 #   1. build maven_fast against that torch (no build isolation, no deps),
 #      keeping the CUDA compiler's resource report (registers, smem, spills);
 #   2. run the GPU tests (pytest -m gpu) and a compute-sanitizer memcheck pass;
-#   3. run every GPU benchmark in bench/ with --device cuda;
+#   3. run the whole benchmark (`maven-fast bench --device cuda`: polar head,
+#      cross-modal block, training step, accuracy next to speed, SPEC 6 GPU
+#      targets) into the same folder;
 # and write everything under one folder (default bench/results/gpu-<date>).
 #
 # Missing Python packages (scikit-build-core, pybind11, pytest, ...) can travel
 # as wheels in .whl/ (see the device tool's README); they are installed first.
 #
-#   bash bench/gpu.sh [OUTDIR]
+#   bash bench/gpu.sh [OUTDIR]          (BENCH_ARGS="--quick" for a shorter benchmark)
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -48,12 +50,9 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
   rc=$?; tail -5 "$OUTDIR/sanitizer.log"; [ $rc -eq 0 ] || { echo "compute-sanitizer: exit $rc"; status=1; }
 fi
 
-step "benchmarks"
-for script in bench/*.py; do
-  echo "--- $script"
-  "$PY" "$script" --device cuda --out "$OUTDIR" 2>&1 | tee -a "$OUTDIR/bench.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-done
+step "benchmark (maven-fast bench --device cuda ${BENCH_ARGS:-})"
+"$PY" -m maven_fast bench --device cuda --out "$OUTDIR" ${BENCH_ARGS:-} 2>&1 | tee "$OUTDIR/bench.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 step "done: everything is under $OUTDIR (exit $status)"
 exit $status

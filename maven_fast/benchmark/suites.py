@@ -83,6 +83,17 @@ def _train_step(o: BenchOptions, rates: Rates) -> SuiteResult:
                                            gemm_gflops=rates["gemm_fp32"][0], include_compile=not o.quick)
 
 
+def _accuracy_unavailable() -> str | None:
+    import importlib.util
+
+    missing = [m for m in ("av", "soundfile", "torchaudio", "transformers", "timm")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"needs the data and encoder extras to build the synthetic dataset and its features "
+                f"(missing: {', '.join(missing)}; pip install 'maven-fast[data,encoders]')")
+    return None
+
+
 def _accuracy(o: BenchOptions, rates: Rates) -> SuiteResult:
     from maven_fast.benchmark import accuracy
 
@@ -93,7 +104,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("polar_head", "Polar head", _polar_head),
     Suite("cross_modal", "Cross-modal block", _cross_modal, _cross_modal_unavailable),
     Suite("train_step", "Training step", _train_step),
-    Suite("accuracy", "Accuracy next to speed", _accuracy),
+    Suite("accuracy", "Accuracy next to speed", _accuracy, _accuracy_unavailable),
 )}
 
 
