@@ -16,41 +16,25 @@ maven_fast.benchmark.train_step_suite (also run by `maven-fast bench`).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-from maven_fast.benchmark import machine_description, machine_slug, write_report
-from maven_fast.benchmark.results import VariantMismatch
 from maven_fast.benchmark.roofline import measure_gemm_rate
+from maven_fast.benchmark.script import parser, run_and_report
 from maven_fast.benchmark.train_step_suite import run_train_step
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--quick", action="store_true", help="reference_mlp only, no torch.compile, fewer rounds")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = ap.parse_args(argv)
+    args = parser(__doc__, Path(__file__).parent / "results").parse_args(argv)
     gemm = measure_gemm_rate(args.device, torch.float32)
     presets = ("reference_mlp",) if args.quick else ("reference_mlp", "paper")
-    try:
-        result = run_train_step(args.device, presets, rounds=3 if args.quick else 7, gemm_gflops=gemm,
-                                include_compile=not args.quick)
-    except VariantMismatch as exc:
-        print(f"train_step: {exc}", file=sys.stderr)
-        return 1
-    (table,) = result.section.tables
-    machine = machine_description()
-    stem = f"train_step-{machine_slug(args.device)}-{machine['date']}" + ("-quick" if args.quick else "")
-    notes = [f"fp32 GEMM rate measured in this run: {gemm:.0f} GFLOP/s"] + table.notes
-    md, csv_path = write_report(args.out, stem, f"Training step benchmark ({table.title})", machine,
-                                table.header, table.rows, notes=notes)
-    print(md.read_text())
-    print(f"written: {md} and {csv_path}", file=sys.stderr)
-    return 0
+    return run_and_report(
+        "train_step", args,
+        lambda: run_train_step(args.device, presets, rounds=3 if args.quick else 7, gemm_gflops=gemm,
+                               include_compile=not args.quick),
+        "Training step benchmark", notes=[f"fp32 GEMM rate measured in this run: {gemm:.0f} GFLOP/s"])
 
 
 if __name__ == "__main__":

@@ -364,3 +364,14 @@ def test_bench_help():
     assert out.returncode == 0
     for flag in ("--quick", "--device", "--out", "SPEC 6"):
         assert flag in out.stdout
+
+
+@pytest.mark.parametrize("script", ["polar_head.py", "cross_modal.py", "train_step.py"])
+def test_bench_scripts_help(script):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / script
+    out = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for flag in ("--device", "--quick", "--out"):
+        assert flag in out.stdout
