@@ -173,6 +173,28 @@ __device__ __forceinline__ void load_cols(const T* __restrict__ src, int64_t ld,
   }
 }
 
+// acc[r][k] += sum_j tile[row ty + 16 r][j] cols[j][tx + 8 k] over the 32 columns
+// of a probability tile (P V in the forward, dS K in dQ); tile: [32][kLdP],
+// cols: [32][DCH], both in shared memory.
+template <int DCH>
+__device__ __forceinline__ void tile_times_cols(const float* __restrict__ tile,
+                                                const float* __restrict__ cols,
+                                                float (&acc)[kR][DCH / kTX]) {
+  const int ty = threadIdx.x / kTX, tx = threadIdx.x % kTX;
+#pragma unroll 4
+  for (int j = 0; j < kBC; ++j) {
+    float t[kR];
+#pragma unroll
+    for (int r = 0; r < kR; ++r) t[r] = tile[(ty + kTY * r) * kLdP + j];
+#pragma unroll
+    for (int k = 0; k < DCH / kTX; ++k) {
+      const float c = cols[j * DCH + tx + kTX * k];
+#pragma unroll
+      for (int r = 0; r < kR; ++r) acc[r][k] = fmaf(t[r], c, acc[r][k]);
+    }
+  }
+}
+
 __device__ __forceinline__ int find_problem(const Params& P, int64_t cta) {
   int pi = 0;
   while (pi + 1 < P.n_problems && cta >= P.p[pi + 1].first_cta) ++pi;
@@ -260,18 +282,7 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks)
     }
     load_cols<T, DCH>(vp + j0 * pr.v.st, pr.v.st, k_rows, c0, dv, sv);
     __syncthreads();
-#pragma unroll 4
-    for (int j = 0; j < kBC; ++j) {
-      float pv[kR];
-#pragma unroll
-      for (int r = 0; r < kR; ++r) pv[r] = sp[(ty + kTY * r) * kLdP + j];
-#pragma unroll
-      for (int k = 0; k < NC; ++k) {
-        const float vv = sv[j * DCH + tx + kTX * k];
-#pragma unroll
-        for (int r = 0; r < kR; ++r) o[r][k] = fmaf(pv[r], vv, o[r][k]);
-      }
-    }
+    tile_times_cols<DCH>(sp, sv, o);
     __syncthreads();
   }
 
@@ -401,18 +412,7 @@ __global__ void __launch_bounds__(kThreads, kDqMinBlocks)
     tile_grads(P, stream, b, i0, j0, tq, len, scale, s, dp, rs, nullptr, sds);
     load_cols<T, DCH>(kp + j0 * pr.k.st, pr.k.st, k_rows, c0, dk, skc);
     __syncthreads();
-#pragma unroll 4
-    for (int j = 0; j < kBC; ++j) {
-      float dsv[kR];
-#pragma unroll
-      for (int r = 0; r < kR; ++r) dsv[r] = sds[(ty + kTY * r) * kLdP + j];
-#pragma unroll
-      for (int k = 0; k < NC; ++k) {
-        const float kv = skc[j * DCH + tx + kTX * k];
-#pragma unroll
-        for (int r = 0; r < kR; ++r) dq[r][k] = fmaf(dsv[r], kv, dq[r][k]);
-      }
-    }
+    tile_times_cols<DCH>(sds, skc, dq);
     __syncthreads();
   }
 

@@ -80,4 +80,41 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
                                        BlockArgs args, const std::vector<at::Tensor>& saved,
                                        const Kernels& k);
 
+constexpr const char* kForwardOp = "maven_fast::cross_modal_block";
+constexpr const char* kBackwardOp = "maven_fast::cross_modal_block_backward";
+
+// The two ops of one device, with the schema's signatures (registration.cpp).
+// `Device` provides
+//   static const Kernels& kernels();
+//   static auto enter(const char* op, BlockArgs& a);   // device checks and settings;
+//                                                      // the result (e.g. a device
+//                                                      // guard) lives for the call
+template <class Device>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> forward_op(
+    const at::Tensor& x_v, const at::Tensor& x_a, const at::Tensor& x_t, const at::Tensor& len_v,
+    const at::Tensor& len_a, const at::Tensor& len_t, at::TensorList in_w, at::TensorList in_b,
+    at::TensorList out_w, at::TensorList out_b, const at::Tensor& ln_w, const at::Tensor& ln_b,
+    double ln_eps, int64_t heads, at::IntArrayRef modes, double attn_p, double out_p,
+    bool training, const std::optional<at::Tensor>& rng) {
+  BlockArgs a = make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w,
+                                ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng);
+  const auto scope = Device::enter(kForwardOp, a);
+  return block_forward(kForwardOp, std::move(a), Device::kernels());
+}
+
+template <class Device>
+std::vector<at::Tensor> backward_op(
+    const at::Tensor& grad_v, const at::Tensor& grad_a, const at::Tensor& grad_t,
+    const at::Tensor& x_v, const at::Tensor& x_a, const at::Tensor& x_t, const at::Tensor& len_v,
+    const at::Tensor& len_a, const at::Tensor& len_t, at::TensorList in_w, at::TensorList in_b,
+    at::TensorList out_w, at::TensorList out_b, const at::Tensor& ln_w, const at::Tensor& ln_b,
+    double ln_eps, int64_t heads, at::IntArrayRef modes, double attn_p, double out_p,
+    bool training, const std::optional<at::Tensor>& rng, at::TensorList saved) {
+  BlockArgs a = make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w,
+                                ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng);
+  const auto scope = Device::enter(kBackwardOp, a);
+  return block_backward(kBackwardOp, {grad_v, grad_a, grad_t}, std::move(a), saved.vec(),
+                        Device::kernels());
+}
+
 }  // namespace maven_fast::cross_modal

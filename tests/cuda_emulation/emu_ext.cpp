@@ -5,42 +5,19 @@
 #include <torch/extension.h>
 
 #include "cross_modal/cross_modal_common.h"
-#include "cross_modal/cross_modal_cuda.h"
+#include "cross_modal/cross_modal_cuda_table.h"
 
 using namespace maven_fast;
-using cross_modal::AttentionProblem;
-using cross_modal::CombineParams;
-using cross_modal::DropoutParams;
 
-static cuda::DType dt(at::ScalarType s) {
-  switch (s) {
-    case at::kFloat: return cuda::DType::F32;
-    case at::kHalf: return cuda::DType::F16;
-    case at::kBFloat16: return cuda::DType::BF16;
-    default: TORCH_CHECK(false, "emu: dtype");
-  }
-}
-static void chk(const cuda::LaunchStatus& s) { TORCH_CHECK(s.ok(), "emu: ", s.kernel, " failed"); }
-// Workspaces start as garbage (0xFF bytes), as fresh device memory may.
-static at::Tensor ws(size_t bytes) { return at::full({(int64_t)bytes}, 0xFF, at::kByte); }
+// The real op's kernel table, in an environment without a device.
+struct EmuEnv {
+  static cudaStream_t stream() { return nullptr; }
+  // Workspaces start as garbage (0xFF bytes), as fresh device memory may.
+  static at::Tensor workspace(size_t bytes) { return at::full({(int64_t)bytes}, 0xFF, at::kByte); }
+  static void check(const cuda::LaunchStatus& s) { TORCH_CHECK(s.ok(), "emu: ", s.kernel, " failed"); }
+};
 
-static const cross_modal::Kernels& kernels() {
-  static const cross_modal::Kernels k{
-      [](at::ScalarType t, const std::vector<AttentionProblem>& p, const DropoutParams& d) {
-        chk(cuda::cross_modal_attention_forward(dt(t), p, d, nullptr));
-      },
-      [](at::ScalarType t, const std::vector<AttentionProblem>& p, const DropoutParams& d) {
-        auto w = ws(cuda::cross_modal_attention_backward_workspace_bytes(p));
-        chk(cuda::cross_modal_attention_backward(dt(t), p, d, w.data_ptr(), nullptr));
-      },
-      [](at::ScalarType t, const CombineParams& c) { chk(cuda::cross_modal_combine_forward(dt(t), c, nullptr)); },
-      [](at::ScalarType t, const CombineParams& c) {
-        auto w = ws(cuda::cross_modal_combine_backward_workspace_bytes(c));
-        chk(cuda::cross_modal_combine_backward(dt(t), c, w.data_ptr(), nullptr));
-      },
-  };
-  return k;
-}
+static const cross_modal::Kernels& kernels() { return cross_modal::cuda_kernel_table<EmuEnv>(); }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> fwd(
     const at::Tensor& x_v, const at::Tensor& x_a, const at::Tensor& x_t, const at::Tensor& len_v,
