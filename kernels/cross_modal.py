@@ -28,6 +28,9 @@ import triton
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from maven_fast.ops.cross_modal import ABSORBED, GENERAL, KEY, KEY_LEN_1, QUERY, SlotPlan
+from maven_fast.ops.cross_modal import PATHWAYS as PATHWAY_NAMES
+
 from .cross_modal_attention import (
     INTERPRET,
     attention_bwd_dkv_kernel,
@@ -38,10 +41,6 @@ from .cross_modal_attention import (
 from .cross_modal_combine import combine_bwd_kernel, combine_fwd_kernel
 from .cross_modal_dropout import dropout_threshold
 
-GENERAL, KEY_LEN_1, ABSORBED = 0, 1, 2
-QUERY = (0, 0, 1, 1, 2, 2)
-KEY = (1, 2, 0, 2, 0, 1)
-PATHWAY_NAMES = ("v2a", "v2t", "a2v", "a2t", "t2v", "t2a")
 X_NAMES = ("x_v", "x_a", "x_t")
 LEN_NAMES = ("len_v", "len_a", "len_t")
 MODALITY_NAMES = ("video", "audio", "text")
@@ -54,48 +53,18 @@ S_Y, S_O, S_U, S_STATS, S_LSE, S_QT, S_Z, S_PSUM = 0, 3, 6, 9, 12, 18, 24, 30
 MAX_BLOCK_D = 32 if INTERPRET else 256  # column chunk of the attention kernels
 
 
-class Plan:
-    """Projection slots of every pathway (cross_modal_common.h: Plan). Modality m's
-    grouped input projection has n_in[m] slots of D columns, assigned for m in order,
-    then pathways in order: Q (general, absorbed) where m queries; K, V (general) or
-    V (key length 1) where m is attended. Its row-wise attention outputs have
-    n_out[m] slots (general and absorbed pathways where m queries)."""
+class Plan(SlotPlan):
+    """The slots of :class:`~maven_fast.ops.cross_modal.SlotPlan` with the call's sizes,
+    effective dropout probabilities and the views the launches need."""
 
     def __init__(self, batch: int, d: int, heads: int, t: Sequence[int], modes: Sequence[int],
                  attn_p: float, out_p: float):
+        slots = SlotPlan.from_modes(modes)
+        super().__init__(slots.n_in, slots.n_out, slots.q_slot, slots.k_slot, slots.v_slot, slots.o_slot)
         self.batch, self.d, self.heads, self.head_dim = batch, d, heads, d // heads
         self.t = tuple(t)
         self.mode = tuple(modes)
         self.attn_p, self.out_p = attn_p, out_p
-        self.n_in, self.n_out = [0, 0, 0], [0, 0, 0]
-        self.q_slot, self.k_slot, self.v_slot, self.o_slot = ([-1] * 6 for _ in range(4))
-        for m in range(3):
-            for p in range(6):
-                if QUERY[p] == m and modes[p] != KEY_LEN_1:
-                    self.q_slot[p] = self.n_in[m]
-                    self.n_in[m] += 1
-                if KEY[p] == m and modes[p] == GENERAL:
-                    self.k_slot[p], self.v_slot[p] = self.n_in[m], self.n_in[m] + 1
-                    self.n_in[m] += 2
-                if KEY[p] == m and modes[p] == KEY_LEN_1:
-                    self.v_slot[p] = self.n_in[m]
-                    self.n_in[m] += 1
-            for p in range(6):
-                if QUERY[p] == m and modes[p] != KEY_LEN_1:
-                    self.o_slot[p] = self.n_out[m]
-                    self.n_out[m] += 1
-
-    def slots(self, m: int) -> list[tuple[int, int]]:
-        """(pathway, part) of modality m's input-projection slots, in slot order (part 0 Q, 1 K, 2 V)."""
-        s = [None] * self.n_in[m]
-        for p in range(6):
-            if QUERY[p] == m and self.q_slot[p] >= 0:
-                s[self.q_slot[p]] = (p, 0)
-            if KEY[p] == m and self.k_slot[p] >= 0:
-                s[self.k_slot[p]] = (p, 1)
-            if KEY[p] == m and self.v_slot[p] >= 0:
-                s[self.v_slot[p]] = (p, 2)
-        return s
 
     def problems(self) -> list[int]:
         return [p for p in range(6) if self.mode[p] != KEY_LEN_1]

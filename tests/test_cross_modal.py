@@ -14,6 +14,7 @@ from maven_fast.nn import CrossModalBlock
 from maven_fast.ops.cross_modal import (
     ABSORBED,
     GENERAL,
+    KEY,
     KEY_LEN_1,
     PATHWAYS,
     CrossModalParams,
@@ -23,73 +24,10 @@ from maven_fast.ops.cross_modal import (
     saved_names,
 )
 from maven_fast.ops.frame_concat_linear import frame_concat_linear
+from cross_modal_cases import (all_modes, check_against_reference, inputs, make_params, op_args, param_list,
+                               rel_err, with_params)
 
 pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
-
-_KEY = (1, 2, 0, 2, 0, 1)
-
-
-def make_params(d=16, h=2, dtype=torch.float32, attn_dropout=0.0) -> CrossModalParams:
-    attns = {p: nn.MultiheadAttention(d, h, dropout=attn_dropout, batch_first=True, dtype=dtype) for p in PATHWAYS}
-    ln = nn.LayerNorm(d, dtype=dtype)
-    with torch.no_grad():  # non-trivial biases and LayerNorm, so every gradient is exercised
-        for m in attns.values():
-            m.in_proj_bias.normal_(0, 0.5)
-            m.out_proj.bias.normal_(0, 0.5)
-        ln.weight.normal_(1, 0.3)
-        ln.bias.normal_(0, 0.3)
-    return CrossModalParams.from_modules(attns, ln)
-
-
-def param_list(prm: CrossModalParams):
-    return [*prm.in_proj_weight, *prm.in_proj_bias, *prm.out_proj_weight, *prm.out_proj_bias,
-            prm.ln_weight, prm.ln_bias]
-
-
-def with_params(prm: CrossModalParams, flat):
-    return CrossModalParams(list(flat[0:6]), list(flat[6:12]), list(flat[12:18]), list(flat[18:24]),
-                            flat[24], flat[25], prm.ln_eps, prm.num_heads, prm.attn_dropout_p)
-
-
-def inputs(t, b=3, d=16, dtype=torch.float32, lengths=None):
-    xs = [torch.randn(b, ti, d, dtype=dtype, requires_grad=True) for ti in t]
-    if lengths is None:
-        lengths = []
-        for ti in t:
-            l = torch.randint(0, ti + 1, (b,))
-            l[0] = ti  # one full item
-            if b > 1:
-                l[1] = 0  # one fully masked item
-            lengths.append(l)
-    return xs, lengths
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-
-
-def all_modes(t, shortcuts):
-    if shortcuts == "absorb":  # weight absorption wherever it is allowed
-        return [KEY_LEN_1 if t[_KEY[p]] == 1 else ABSORBED for p in range(6)]
-    return shortcuts
-
-
-def check_against_reference(t, shortcuts, d=16, h=2, b=3, tol=2e-5, lengths=None):
-    prm = make_params(d, h)
-    xs, lens = inputs(t, b, d, lengths=lengths)
-    ref = cross_modal_reference(*xs, *lens, prm)
-    out = cross_modal_block(*xs, *lens, params=prm, backend="cpu", shortcuts=all_modes(t, shortcuts))
-    for o, r in zip(out, ref):
-        assert o.shape == r.shape and o.dtype == r.dtype
-        assert rel_err(o, r) < tol
-    gs = [torch.randn_like(r) for r in ref]
-    wrt = xs + param_list(prm)
-    g_ref = torch.autograd.grad(ref, wrt, gs)
-    g_out = torch.autograd.grad(out, wrt, gs)
-    for i, (go, gr) in enumerate(zip(g_out, g_ref)):
-        assert go.shape == gr.shape
-        assert rel_err(go, gr) < tol, f"gradient {i}: rel. err {rel_err(go, gr):.2e}"
-
 
 # --------------------------------------------------------------------------- values and gradients
 @pytest.mark.parametrize("t", [(17, 3, 1), (1, 17, 3), (3, 1, 64), (100, 17, 1), (257, 3, 1), (1, 1, 1), (5, 7, 9)])
@@ -277,7 +215,7 @@ def test_attention_dropout_keep_rate():
     with torch.no_grad():
         saved = _saved(t, prm, xs, lens, modes, p, 0.0, seed=7)
     psum = torch.cat([saved[f"psum_{q}"].flatten() for q in PATHWAYS]).double()
-    n_keys = sum(6 * 2 * t[[0, 0, 1, 1, 2, 2][q]] * t[_KEY[q]] for q in range(6))
+    n_keys = sum(6 * 2 * t[[0, 0, 1, 1, 2, 2][q]] * t[KEY[q]] for q in range(6))
     rate = (psum * (1 - p)).mean().item()
     assert abs(rate - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n_keys) + 1e-6
     # the mean of the dropped-out probabilities is unbiased
@@ -320,21 +258,13 @@ def test_dropout_matches_reference_in_expectation():
 
 
 # --------------------------------------------------------------------------- op contract
-def _op_args(t, modes, attn_p=0.0, out_p=0.0, dtype=torch.float32):
-    prm = make_params(8, 2, dtype)
-    xs, lens = inputs(t, b=2, d=8, dtype=dtype)
-    rng = torch.tensor([3, 0], dtype=torch.long) if (attn_p or out_p) else None
-    return (*xs, *lens, prm.in_proj_weight, prm.in_proj_bias, prm.out_proj_weight, prm.out_proj_bias,
-            prm.ln_weight, prm.ln_bias, prm.ln_eps, 2, modes, attn_p, out_p, True, rng)
-
-
 @pytest.mark.parametrize("t,modes,p", [
     ((3, 4, 2), [GENERAL] * 6, 0.0),
     ((3, 1, 1), [KEY_LEN_1, KEY_LEN_1, ABSORBED, KEY_LEN_1, ABSORBED, KEY_LEN_1], 0.2),
     ((2, 5, 3), [ABSORBED] * 6, 0.2),
 ])
 def test_opcheck(t, modes, p):
-    args = _op_args(t, modes, p, p)
+    args = op_args(t, modes, p, p)
     torch.library.opcheck(torch.ops.maven_fast.cross_modal_block.default, args)
 
 
@@ -437,7 +367,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_dropout_without_rng_is_an_error():
-    args = list(_op_args((3, 4, 2), [GENERAL] * 6, 0.2, 0.0))
+    args = list(op_args((3, 4, 2), [GENERAL] * 6, 0.2, 0.0))
     args[-1] = None
     with pytest.raises(RuntimeError, match=r"rng"):
         torch.ops.maven_fast.cross_modal_block(*args)

@@ -28,7 +28,8 @@ from maven_fast.ops.cross_modal import (
     plan_pathways,
     saved_names,
 )
-from test_cross_modal import all_modes, inputs, make_params, param_list, rel_err, with_params
+from cross_modal_cases import (all_modes, assert_within_twice_eager, inputs, make_params, param_list, rel_err,
+                               values_and_grads, with_params)
 
 pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
 
@@ -58,30 +59,6 @@ def _params_on(prm: CrossModalParams, dtype, device) -> CrossModalParams:
     return with_params(prm, [_leaf(p, dtype, device) for p in param_list(prm)])
 
 
-def _values_and_grads(fn, xs, prm, upstream, dtype, device):
-    """(outputs, gradients of every input and parameter) of fn(xs, prm) for a fixed upstream gradient."""
-    x = [_leaf(v, dtype, device) for v in xs]
-    p = _params_on(prm, dtype, device)
-    out = fn(x, p)
-    grads = torch.autograd.grad(out, x + param_list(p), [g.to(device=device, dtype=dtype) for g in upstream])
-    return [o.detach() for o in out], list(grads)
-
-
-def _max_err(a, r):
-    return (a.double().cpu() - r.double().cpu()).abs().max().item() if r.numel() else 0.0
-
-
-def assert_gpu_rule(fused, eager, exact, dtype, what):
-    """SPEC 5 on the GPU: err(fused vs fp64) <= 2 err(eager same dtype vs fp64) + floor."""
-    for i, (f, e, r) in enumerate(zip(fused, eager, exact)):
-        assert f.shape == r.shape and f.dtype == dtype, (what, i, f.shape, f.dtype)
-        assert torch.isfinite(f).all(), f"{what}[{i}]: non-finite values"
-        scale = max(r.abs().max().item(), 1e-3)
-        err_f, err_e = _max_err(f, r), _max_err(e, r)
-        tol = 2 * err_e + FLOOR[dtype] * scale
-        assert err_f <= tol, f"{what}[{i}]: error {err_f:.3g} vs fp64 exceeds {tol:.3g} (eager {err_e:.3g})"
-
-
 def check_cuda(t, shortcuts, d=16, h=2, b=3, dtype=torch.float32, lengths=None):
     prm = make_params(d, h)
     xs, lens = inputs(t, b, d, lengths=lengths)
@@ -95,11 +72,11 @@ def check_cuda(t, shortcuts, d=16, h=2, b=3, dtype=torch.float32, lengths=None):
     def fused(x, p):
         return cross_modal_block(*x, *lens_dev, params=p, backend="cuda", shortcuts=modes)
 
-    exact = _values_and_grads(ref, xs, prm, upstream, torch.float64, "cpu")
-    eager = _values_and_grads(ref, xs, prm, upstream, dtype, DEV)
-    out = _values_and_grads(fused, xs, prm, upstream, dtype, DEV)
-    assert_gpu_rule(out[0], eager[0], exact[0], dtype, "value")
-    assert_gpu_rule(out[1], eager[1], exact[1], dtype, "gradient")
+    exact = values_and_grads(ref, xs, prm, upstream, torch.float64, "cpu")
+    eager = values_and_grads(ref, xs, prm, upstream, dtype, DEV)
+    out = values_and_grads(fused, xs, prm, upstream, dtype, DEV)
+    assert_within_twice_eager(out[0], eager[0], exact[0], dtype, FLOOR[dtype], 1e-3, "value")
+    assert_within_twice_eager(out[1], eager[1], exact[1], dtype, FLOOR[dtype], 1e-3, "gradient")
 
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -183,7 +160,7 @@ def test_cuda_deterministic():
     lens = [l.to(DEV) for l in lens]
     for modes in ([GENERAL] * 6, all_modes(t, "absorb")):
         runs = [
-            _values_and_grads(
+            values_and_grads(
                 lambda x, p: cross_modal_block(*x, *lens, params=p, backend="cuda", shortcuts=modes),
                 xs, prm, up, torch.float32, DEV)
             for _ in range(2)

@@ -17,7 +17,7 @@ import torch
 
 from maven_fast._extension import extension
 from maven_fast.ops.cross_modal import GENERAL, plan_pathways, saved_names
-from test_cross_modal import all_modes, inputs, make_params
+from cross_modal_cases import all_modes, inputs, make_params
 
 pytestmark = [
     pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built"),

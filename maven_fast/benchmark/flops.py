@@ -6,6 +6,9 @@ GEMM and attention terms; elementwise work is not counted.
 """
 from __future__ import annotations
 
+# the pathway modes of a fused op's plan (plan_pathways) and each pathway's query / key modality
+from maven_fast.ops.cross_modal import ABSORBED, GENERAL, KEY, KEY_LEN_1, QUERY
+
 
 def polar_head_bytes(n: int, d: int, elem: int, backward: bool) -> int:
     """Memory traffic floor: x read once (forward) or twice plus dx written (fwd+bwd)."""
@@ -108,9 +111,6 @@ def maven_step_flops(config, batch: int, tv: int, ta: int, tt: int) -> int:
     return 3 * maven_forward_flops(config, batch, tv, ta, tt) - maven_projection_flops(config, batch, tv, ta, tt)
 
 
-#: Pathway modes of a fused cross-modal op's plan (maven_fast.ops.cross_modal.plan_pathways).
-GENERAL, KEY_LEN_1, ABSORBED = 0, 1, 2
-_QUERY, _KEY = (0, 0, 1, 1, 2, 2), (1, 2, 0, 2, 0, 1)  # per pathway v2a, v2t, a2v, a2t, t2v, t2a
 
 
 def cross_modal_executed_flops(batch: int, d: int, heads: int, tv: int, ta: int, tt: int, modes,
@@ -129,7 +129,7 @@ def cross_modal_executed_flops(batch: int, d: int, heads: int, tv: int, ta: int,
     t = (tv, ta, tt)
     fwd = 0
     for p, mode in enumerate(modes):
-        tx, ty = t[_QUERY[p]], t[_KEY[p]]
+        tx, ty = t[QUERY[p]], t[KEY[p]]
         if mode == GENERAL:
             fwd += 2 * d * d * (2 * tx + 2 * ty) + 4 * tx * ty * d
         elif mode == KEY_LEN_1:

@@ -51,8 +51,8 @@ from maven_fast.backends import resolve_backend
 
 PATHWAYS = ("v2a", "v2t", "a2v", "a2t", "t2v", "t2a")
 # (query modality, key modality) per pathway; modalities 0 = video, 1 = audio, 2 = text.
-_QUERY = (0, 0, 1, 1, 2, 2)
-_KEY = (1, 2, 0, 2, 0, 1)
+QUERY = (0, 0, 1, 1, 2, 2)
+KEY = (1, 2, 0, 2, 0, 1)
 
 GENERAL, KEY_LEN_1, ABSORBED = 0, 1, 2
 
@@ -163,7 +163,7 @@ def plan_pathways(t_v: int, t_a: int, t_t: int, d: int, num_heads: int, shortcut
     t = (t_v, t_a, t_t)
     modes = []
     for p in range(6):
-        tx, ty = t[_QUERY[p]], t[_KEY[p]]
+        tx, ty = t[QUERY[p]], t[KEY[p]]
         if not shortcuts:
             modes.append(GENERAL)
         elif ty == 1:
@@ -176,15 +176,49 @@ def plan_pathways(t_v: int, t_a: int, t_t: int, d: int, num_heads: int, shortcut
     return modes
 
 
-def _slot_counts(modes: Sequence[int]) -> tuple[list[int], list[int]]:
-    """(n_in, n_out) per modality: input-projection and attention-output slots (units of D)."""
-    n_in, n_out = [0, 0, 0], [0, 0, 0]
-    for p, mode in enumerate(modes):
-        if mode != KEY_LEN_1:
-            n_in[_QUERY[p]] += 1
-            n_out[_QUERY[p]] += 1
-        n_in[_KEY[p]] += 2 if mode == GENERAL else (1 if mode == KEY_LEN_1 else 0)
-    return n_in, n_out
+@dataclass
+class SlotPlan:
+    """Where each pathway's projections live, for pathway ``modes`` (the Plan of
+    csrc/cross_modal/cross_modal_common.h). Modality m's grouped input projection
+    has ``n_in[m]`` slots of D columns, assigned for m in order, then pathways in
+    order: Q (general, absorbed) where m queries; K, V (general) or V (key length
+    1) where m is attended. Its row-wise attention outputs have ``n_out[m]``
+    slots (general and absorbed pathways where m queries). -1: no slot."""
+
+    n_in: list[int]
+    n_out: list[int]
+    q_slot: list[int]
+    k_slot: list[int]
+    v_slot: list[int]
+    o_slot: list[int]
+
+    @classmethod
+    def from_modes(cls, modes: Sequence[int]) -> "SlotPlan":
+        s = cls([0, 0, 0], [0, 0, 0], [-1] * 6, [-1] * 6, [-1] * 6, [-1] * 6)
+        for m in range(3):
+            for p in range(6):
+                if QUERY[p] == m and modes[p] != KEY_LEN_1:
+                    s.q_slot[p], s.n_in[m] = s.n_in[m], s.n_in[m] + 1
+                if KEY[p] == m and modes[p] == GENERAL:
+                    s.k_slot[p], s.v_slot[p], s.n_in[m] = s.n_in[m], s.n_in[m] + 1, s.n_in[m] + 2
+                if KEY[p] == m and modes[p] == KEY_LEN_1:
+                    s.v_slot[p], s.n_in[m] = s.n_in[m], s.n_in[m] + 1
+            for p in range(6):
+                if QUERY[p] == m and modes[p] != KEY_LEN_1:
+                    s.o_slot[p], s.n_out[m] = s.n_out[m], s.n_out[m] + 1
+        return s
+
+    def slots(self, m: int) -> list[tuple[int, int]]:
+        """(pathway, part) of modality m's input-projection slots, in slot order (part 0 Q, 1 K, 2 V)."""
+        out: list = [None] * self.n_in[m]
+        for p in range(6):
+            if QUERY[p] == m and self.q_slot[p] >= 0:
+                out[self.q_slot[p]] = (p, 0)
+            if KEY[p] == m and self.k_slot[p] >= 0:
+                out[self.k_slot[p]] = (p, 1)
+            if KEY[p] == m and self.v_slot[p] >= 0:
+                out[self.v_slot[p]] = (p, 2)
+        return out
 
 
 # --------------------------------------------------------------------------- reference
@@ -222,7 +256,7 @@ def cross_modal_reference(
     attn_p = prm.attn_dropout_p if attn_dropout_p is None else attn_dropout_p
     xs = (x_v, x_a, x_t)
     lens = [_lengths(l, x) for l, x in zip((v_len, a_len, t_len), xs)]
-    outs = [_mha(xs[_QUERY[p]], xs[_KEY[p]], lens[_KEY[p]], p, prm, attn_p, training) for p in range(6)]
+    outs = [_mha(xs[QUERY[p]], xs[KEY[p]], lens[KEY[p]], p, prm, attn_p, training) for p in range(6)]
     result = []
     for m in range(3):
         s = (xs[m] + outs[2 * m] + outs[2 * m + 1]) / 3
@@ -237,10 +271,10 @@ def saved_names(modes: Sequence[int], attention_dropout: bool) -> list[str]:
     csrc/cross_modal/cross_modal.cpp): Y_m (grouped input projections), O_m
     (row-pathway attention outputs), u_m (LayerNorm input), stats_m (mean,
     rstd), lse_p, and for absorbed pathways qt_p, z_p, psum_p."""
-    n_in, n_out = _slot_counts(modes)
+    slots = SlotPlan.from_modes(modes)
     mods, names = "vat", []
-    names += [f"Y_{mods[m]}" for m in range(3) if n_in[m]]
-    names += [f"O_{mods[m]}" for m in range(3) if n_out[m]]
+    names += [f"Y_{mods[m]}" for m in range(3) if slots.n_in[m]]
+    names += [f"O_{mods[m]}" for m in range(3) if slots.n_out[m]]
     names += [f"u_{mods[m]}" for m in range(3)] + [f"stats_{mods[m]}" for m in range(3)]
     names += [f"lse_{PATHWAYS[p]}" for p in range(6) if modes[p] != KEY_LEN_1]
     names += [f"qt_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED]
@@ -260,7 +294,8 @@ def _fake_forward(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, 
     t = [x.shape[1] for x in xs]
     h = num_heads
     acc = _acc(x_v.dtype)
-    n_in, n_out = _slot_counts(modes)
+    slots = SlotPlan.from_modes(modes)
+    n_in, n_out = slots.n_in, slots.n_out
     attn_on = training and attn_dropout_p > 0
     new = lambda *shape, dtype=None: x_v.new_empty(shape, dtype=dtype or x_v.dtype)  # noqa: E731
     # The layout of csrc/cross_modal/cross_modal.cpp (saved_present): only what the plan needs.
@@ -269,10 +304,10 @@ def _fake_forward(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, 
         + [new(b * t[m], n_out[m] * d) for m in range(3) if n_out[m]]
         + [new(b, t[m], d) for m in range(3)]
         + [new(b * t[m], 2, dtype=acc) for m in range(3)]
-        + [new(b, h, t[_QUERY[p]], dtype=acc) for p in range(6) if modes[p] != KEY_LEN_1]
-        + [new(b * t[_QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
-        + [new(b * t[_QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
-        + [new(b, h, t[_QUERY[p]], dtype=acc) for p in range(6) if modes[p] == ABSORBED and attn_on]
+        + [new(b, h, t[QUERY[p]], dtype=acc) for p in range(6) if modes[p] != KEY_LEN_1]
+        + [new(b * t[QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
+        + [new(b * t[QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
+        + [new(b, h, t[QUERY[p]], dtype=acc) for p in range(6) if modes[p] == ABSORBED and attn_on]
     )
     return new(*x_v.shape), new(*x_a.shape), new(*x_t.shape), saved
 
