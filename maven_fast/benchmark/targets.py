@@ -71,6 +71,19 @@ def _judge(ok: bool, measured: str) -> tuple[str, str]:
     return measured, MET if ok else NOT_MET
 
 
+def _cross_target(cross: SuiteResult | None, reason: str, case: str, device: str, judge):
+    """``measure()`` of a cross-modal block target: ``judge(m) -> (measured, status)`` on the
+    fastest fused forward+backward measurement of ``case``, or why there is none."""
+    def measure():
+        if cross is None:
+            return "-", not_measured(reason)
+        m, why = _best_fused(cross, case, FWD_BWD, device)
+        if m is None:
+            return "-", not_measured(why)
+        return judge(m)
+    return measure
+
+
 def spec6_targets(results: dict[str, SuiteResult], gemm_fp32: float | None, device: str = "cpu") -> Table:
     """The targets table (module docstring); ``gemm_fp32`` is the machine's measured GFLOP/s."""
     header = ["target", "case", "requirement", "measured", "status"]
@@ -86,23 +99,11 @@ def spec6_targets(results: dict[str, SuiteResult], gemm_fp32: float | None, devi
 
     cross, cross_reason = _suite(results, "cross_modal")
 
-    def speedup(case):
-        def measure():
-            if cross is None:
-                return "-", not_measured(cross_reason)
-            m, why = _best_fused(cross, case, FWD_BWD, device)
-            if m is None:
-                return "-", not_measured(why)
-            return _judge(m.speedup >= 10, f"{m.speedup:.2f}x ({m.variant} vs eager)")
-        return measure
+    def speedup(m):
+        return _judge(m.speedup >= 10, f"{m.speedup:.2f}x ({m.variant} vs eager)")
 
     def faster(case):
-        def measure():
-            if cross is None:
-                return "-", not_measured(cross_reason)
-            m, why = _best_fused(cross, case, FWD_BWD, device)
-            if m is None:
-                return "-", not_measured(why)
+        def judge(m):
             base = {b: cross.find(case, FWD_BWD, variant=b) for b in BASELINES}
             missing = [b for b, ms in base.items() if not ms]
             if missing:
@@ -110,26 +111,23 @@ def spec6_targets(results: dict[str, SuiteResult], gemm_fp32: float | None, devi
             fastest = min((ms[0] for ms in base.values()), key=lambda x: x.timing.median)
             ratio = fastest.timing.median / m.timing.median
             return _judge(ratio > 1, f"{ratio:.2f}x ({m.variant} vs {fastest.variant}, the fastest of them)")
-        return measure
+        return judge
 
-    def gemm_fraction(case):
-        def measure():
-            if cross is None:
-                return "-", not_measured(cross_reason)
-            if not gemm_fp32:
-                return "-", not_measured("the GEMM rate was not measured")
-            m, why = _best_fused(cross, case, FWD_BWD, device)
-            if m is None:
-                return "-", not_measured(why)
-            ratio = m.executed_gflops / gemm_fp32
-            return _judge(ratio >= 0.9, f"{ratio:.0%} ({m.variant}: {m.executed_gflops:.0f} executed GFLOP/s of "
-                                        f"{gemm_fp32:.0f}; effective {m.gflops / gemm_fp32:.0%})")
-        return measure
+    def gemm_fraction(m):
+        if not gemm_fp32:
+            return "-", not_measured("the GEMM rate was not measured")
+        ratio = m.executed_gflops / gemm_fp32
+        return _judge(ratio >= 0.9, f"{ratio:.0%} ({m.variant}: {m.executed_gflops:.0f} executed GFLOP/s of "
+                                    f"{gemm_fp32:.0f}; effective {m.gflops / gemm_fp32:.0%})")
 
-    add("cross-modal block fwd+bwd", CROSS_REF_CASE, ">= 10x eager", speedup(CROSS_REF_CASE))
+    def target(case, judge):
+        return _cross_target(cross, cross_reason, case, device, judge)
+
+    add("cross-modal block fwd+bwd", CROSS_REF_CASE, ">= 10x eager", target(CROSS_REF_CASE, speedup))
     for case in CROSS_PAPER_CASES:
-        add("cross-modal block fwd+bwd", case, "faster than eager, eager+SDPA and torch.compile(eager)", faster(case))
-        add("cross-modal block fwd+bwd", case, ">= 90% of the measured fp32 GEMM rate", gemm_fraction(case))
+        add("cross-modal block fwd+bwd", case, "faster than eager, eager+SDPA and torch.compile(eager)",
+            target(case, faster(case)))
+        add("cross-modal block fwd+bwd", case, ">= 90% of the measured fp32 GEMM rate", target(case, gemm_fraction))
 
     step, step_reason = _suite(results, "train_step")
 
@@ -176,16 +174,13 @@ def spec6_gpu_targets(results: dict[str, SuiteResult], device: str = "cuda") -> 
         cross, cross_reason = None, f"this run is on {device}; these are GPU targets (--device cuda)"
 
     def versus(case, baseline, need, what):
-        if cross is None:
-            return "-", not_measured(cross_reason)
-        m, why = _best_fused(cross, case, FWD_BWD, device)
-        if m is None:
-            return "-", not_measured(why)
-        base = cross.find(case, FWD_BWD, variant=baseline)
-        if not base:
-            return "-", not_measured(f"{baseline} was not measured" + _skip_reason(cross, baseline))
-        ratio = base[0].timing.median / m.timing.median
-        return _judge(ratio >= need, f"{ratio:.2f}x ({m.variant} vs {baseline}{what})")
+        def judge(m):
+            base = cross.find(case, FWD_BWD, variant=baseline)
+            if not base:
+                return "-", not_measured(f"{baseline} was not measured" + _skip_reason(cross, baseline))
+            ratio = base[0].timing.median / m.timing.median
+            return _judge(ratio >= need, f"{ratio:.2f}x ({m.variant} vs {baseline}{what})")
+        return _cross_target(cross, cross_reason, case, device, judge)()
 
     for case in GPU_SHORT_CASES:
         rows.append(["cross-modal block fwd+bwd", case, ">= 10x eager", *versus(case, "eager", 10, "")])
