@@ -22,15 +22,19 @@ TORCH_LIBRARY(maven_fast, m) {
   // parameters in the order v2a, v2t, a2v, a2t, t2v, t2a, the shared
   // LayerNorm, `modes` [6] (0 general, 1 key length 1, 2 weight absorption),
   // dropout probabilities (applied when `training`), rng = int64 [2]
-  // (Philox seed, offset; needed when dropout is active).
+  // (Philox seed, offset of the masks; None: drawn from the default generator
+  // of the inputs' device, graph-safe on CUDA). Tagged nondeterministic_seeded
+  // so compilers neither merge nor recompute calls (each draws new masks).
   // Returns (video_enh, audio_enh, text_enh, saved) where `saved` is what the
-  // backward needs (layout: csrc/cross_modal/cross_modal.cpp).
+  // backward needs (layout: csrc/cross_modal/cross_modal.cpp; with dropout its
+  // last entry is the rng the masks used).
   m.def(
       "cross_modal_block(Tensor x_v, Tensor x_a, Tensor x_t, Tensor len_v, Tensor len_a, "
       "Tensor len_t, Tensor[] in_proj_weight, Tensor[] in_proj_bias, Tensor[] out_proj_weight, "
       "Tensor[] out_proj_bias, Tensor ln_weight, Tensor ln_bias, float ln_eps, int num_heads, "
       "int[] modes, float attn_dropout_p, float dropout_p, bool training, Tensor? rng) "
-      "-> (Tensor, Tensor, Tensor, Tensor[])");
+      "-> (Tensor, Tensor, Tensor, Tensor[])",
+      {at::Tag::nondeterministic_seeded});
   // Gradients [dx_v, dx_a, dx_t, d in_proj_weight x6, d in_proj_bias x6,
   // d out_proj_weight x6, d out_proj_bias x6, d ln_weight, d ln_bias].
   m.def(
@@ -38,5 +42,5 @@ TORCH_LIBRARY(maven_fast, m) {
       "Tensor x_a, Tensor x_t, Tensor len_v, Tensor len_a, Tensor len_t, Tensor[] in_proj_weight, "
       "Tensor[] in_proj_bias, Tensor[] out_proj_weight, Tensor[] out_proj_bias, Tensor ln_weight, "
       "Tensor ln_bias, float ln_eps, int num_heads, int[] modes, float attn_dropout_p, "
-      "float dropout_p, bool training, Tensor? rng, Tensor[] saved) -> Tensor[]");
+      "float dropout_p, bool training, Tensor[] saved) -> Tensor[]");
 }

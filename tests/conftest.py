@@ -27,3 +27,12 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def cuda_emulator():
+    """maven_fast's CUDA kernels compiled for the CPU emulator (tests/cuda_emulation),
+    built once per session (cached under build/cuda_emulation)."""
+    from cuda_emulation.build import load
+
+    return load()

@@ -20,7 +20,8 @@
 // output 3, input of the backward) holds, in this order and only where the
 // plan has them (see saved_present; maven_fast/ops/cross_modal.py mirrors it):
 //   Y[3] (n_in > 0), O[3] (n_out > 0), u[3], stats[3],
-//   lse[6] (general, absorbed), qt[6], z[6] (absorbed), psum[6] (absorbed, attention dropout)
+//   lse[6] (general, absorbed), qt[6], z[6] (absorbed), psum[6] (absorbed, attention dropout),
+//   rng (dropout on: int64 [2], the seed and offset of the masks, on the inputs' device)
 #include "cross_modal/cross_modal_common.h"
 
 #include <ATen/ATen.h>
@@ -38,7 +39,7 @@ constexpr const char* kPathwayName[kNumPathways] = {"v2a", "v2t", "a2v", "a2t", 
 constexpr const char* kXName[kNumModalities] = {"x_v", "x_a", "x_t"};
 constexpr const char* kLenName[kNumModalities] = {"len_v", "len_a", "len_t"};
 
-enum SavedIndex { kY = 0, kO = 3, kU = 6, kStats = 9, kLse = 12, kQt = 18, kZ = 24, kPsum = 30 };
+enum SavedIndex { kY = 0, kO = 3, kU = 6, kStats = 9, kLse = 12, kQt = 18, kZ = 24, kPsum = 30, kRng = 36 };
 
 at::ScalarType acc_type(at::ScalarType s) { return s == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -136,13 +137,15 @@ Plan check_and_plan(const char* op, BlockArgs& a) {
   for (int m = 0; m < kNumModalities; ++m) P.t[m] = a.x[m].size(1);
   P.attn_p = a.training ? a.attn_p : 0.0;
   P.out_p = a.training ? a.out_p : 0.0;
-  if (P.attn_p > 0.0 || P.out_p > 0.0) {
-    TORCH_CHECK(a.rng.has_value() && a.rng->defined(), op,
-                ": dropout is active (training with p > 0) but no `rng` tensor (int64 [2]: seed, "
-                "offset) was given");
+  if (a.rng.has_value() && a.rng->defined()) {
     TORCH_CHECK(a.rng->numel() == 2 && a.rng->scalar_type() == at::kLong, op,
                 ": `rng` must be an int64 tensor [2] (seed, offset), got ", a.rng->scalar_type(),
                 " ", a.rng->sizes());
+    TORCH_CHECK(a.rng->is_cpu() || a.rng->device() == xv.device(), op, ": `rng` is on ",
+                a.rng->device(), "; pass it on the CPU or on the inputs' device ", xv.device());
+    a.rng = a.rng->contiguous();
+  } else {
+    a.rng.reset();
   }
   for (int p = 0; p < kNumPathways; ++p) {
     const int64_t mode = a.modes[p];
@@ -182,19 +185,23 @@ std::array<bool, kNumSaved> saved_present(const Plan& P) {
     on[kQt + p] = on[kZ + p] = P.mode[p] == kAbsorbed;
     on[kPsum + p] = P.mode[p] == kAbsorbed && P.attn_p > 0.0;
   }
+  on[kRng] = P.attn_p > 0.0 || P.out_p > 0.0;
   return on;
 }
 
-DropoutParams dropout_params(const BlockArgs& a, double p) {
+// Where the forward's masks come from: the given `rng`, else a draw from the
+// device's default generator that reserves one counter value per batch item
+// (Philox counter word 3 is b + offset).
+RngSource forward_rng(const BlockArgs& a, const Plan& P) {
+  if (a.rng) return a.rng_from_tensor(*a.rng);
+  const uint64_t increment = (static_cast<uint64_t>(std::max<int64_t>(P.batch, 1)) + 3) / 4 * 4;
+  return a.draw_rng(a.x[0], increment);
+}
+
+DropoutParams dropout_params(double p, const RngSource& rng) {
   DropoutParams d;
   d.p = p;
-  if (p > 0.0) {
-    // A CPU rng (what maven_fast.ops.cross_modal passes for every backend) is
-    // read in place; one on a GPU is copied (a sync).
-    const at::Tensor r = a.rng->to(at::kCPU).contiguous();
-    d.seed = static_cast<uint64_t>(r.data_ptr<int64_t>()[0]);
-    d.offset = static_cast<uint32_t>(r.data_ptr<int64_t>()[1]);
-  }
+  d.rng = rng;
   return d;
 }
 
@@ -262,7 +269,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   const auto acc_opts = opts.dtype(acc_type(a.x[0].scalar_type()));
   // Absent entries are dropped from the list (outputs never alias each other).
   std::vector<at::Tensor> saved(kNumSaved);
-  const DropoutParams attn_drop = dropout_params(a, P.attn_p), out_drop = dropout_params(a, P.out_p);
+  const bool dropout = P.attn_p > 0.0 || P.out_p > 0.0;
+  const RngSource rng = dropout ? forward_rng(a, P) : RngSource{};
+  const DropoutParams attn_drop = dropout_params(P.attn_p, rng), out_drop = dropout_params(P.out_p, rng);
+  if (dropout) {
+    // Written by the combine kernel (the generator's values may live on the device).
+    saved[kRng] = B > 0 ? at::empty({2}, opts.dtype(at::kLong)) : at::zeros({2}, opts.dtype(at::kLong));
+  }
 
   // 1. Grouped input projections.
   std::array<at::Tensor, kNumModalities> Y, xf;
@@ -351,6 +364,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   cp.eps = a.ln_eps;
   cp.attn_dropout = attn_drop;
   cp.out_dropout = out_drop;
+  if (dropout) cp.rng_out = saved[kRng].data_ptr<int64_t>();
   std::array<at::Tensor, kNumModalities> rows, u, stats, y;
   std::vector<at::Tensor> keep_alive;
   for (int m = 0; m < kNumModalities; ++m) {
@@ -444,7 +458,15 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
                 grad[m].sizes());
     grad[m] = grad[m].to(dtype).contiguous();
   }
-  const DropoutParams attn_drop = dropout_params(a, P.attn_p), out_drop = dropout_params(a, P.out_p);
+  if (present[kRng]) {
+    const at::Tensor& r = saved[kRng];
+    TORCH_CHECK(r.numel() == 2 && r.scalar_type() == at::kLong && r.is_contiguous() &&
+                    (r.is_cpu() || r.device() == a.x[0].device()),
+                op, ": the last `saved` entry must be the forward's int64 [2] rng state, got ",
+                r.scalar_type(), " ", r.sizes(), " on ", r.device());
+  }
+  const RngSource rng = present[kRng] ? a.rng_from_tensor(saved[kRng]) : RngSource{};
+  const DropoutParams attn_drop = dropout_params(P.attn_p, rng), out_drop = dropout_params(P.out_p, rng);
   std::array<at::Tensor, kNumModalities> xf, Y;
   for (int m = 0; m < kNumModalities; ++m) {
     xf[m] = a.x[m].view({B * P.t[m], D});

@@ -95,7 +95,7 @@ DropoutState make_dropout(const DropoutParams& d) {
   if (s.on) {
     s.threshold = cross_modal::dropout_threshold(d.p);
     s.inv_keep = 1.0 / (1.0 - d.p);
-    s.philox = Philox{static_cast<uint32_t>(d.seed), static_cast<uint32_t>(d.seed >> 32), d.offset};
+    s.philox = cross_modal::philox_of(d.rng);
   }
   return s;
 }

@@ -220,7 +220,9 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks)
   if (b >= P.batch) return;  // not reached: the grid is the sum of the problems' CTAs
 
   const int tq = pr.tq, dk = pr.dk, dv = pr.dv;
-  const int len = cm::clamp_len(pr.key_len[b], pr.tk);
+  const int len = cm::checked_len(pr.key_len[b], pr.tk,
+                                  cross_modal::key_modality(static_cast<int>(pr.pathway)), b);
+  const Dropout drop = cm::resolved(P.drop);
   const int i0 = qb * kBR, c0 = ch * DCH;
   const int q_rows = min(kBR, tq - i0);
   const float scale = pr.scale;
@@ -261,7 +263,7 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks)
       const float m_new = fmaxf(m[r], mx);  // finite: key j0 is valid
       const float alpha = expf(m[r] - m_new);  // 0 on the first tile (m = -inf)
       float z[kKU] = {1.f, 1.f, 1.f, 1.f};
-      if (P.drop.on) cm::keep4(P.drop, stream, b, i, j0 + kKU * tx, z);
+      if (drop.on) cm::keep4(drop, stream, b, i, j0 + kKU * tx, z);
       float lsum = 0.f, psum = 0.f;
 #pragma unroll
       for (int u = 0; u < kKU; ++u) {
@@ -311,7 +313,7 @@ struct RowState {
   float lse, D, extra;
 };
 
-__device__ __forceinline__ void tile_grads(const Params& P, uint32_t stream, int64_t b, int i0,
+__device__ __forceinline__ void tile_grads(const Dropout& drop, uint32_t stream, int64_t b, int i0,
                                            int j0, int tq, int len, float scale,
                                            const float (&s)[kR][kKU], const float (&dp)[kR][kKU],
                                            const RowState (&rs)[kR], float* __restrict__ sp,
@@ -321,14 +323,14 @@ __device__ __forceinline__ void tile_grads(const Params& P, uint32_t stream, int
   for (int r = 0; r < kR; ++r) {
     const int i = i0 + ty + kTY * r;
     float z[kKU] = {1.f, 1.f, 1.f, 1.f};
-    if (P.drop.on) cm::keep4(P.drop, stream, b, i, j0 + kKU * tx, z);
+    if (drop.on) cm::keep4(drop, stream, b, i, j0 + kKU * tx, z);
 #pragma unroll
     for (int u = 0; u < kKU; ++u) {
       const int j = j0 + kKU * tx + u;
       const bool valid = i < tq && j < len;
       const float p = valid ? expf(s[r][u] * scale - rs[r].lse) : 0.f;
       float ds;
-      if (P.drop.on) {
+      if (drop.on) {
         ds = scale * p * ((dp[r][u] + rs[r].extra) * z[u] - rs[r].D);
       } else {
         ds = scale * p * (dp[r][u] + rs[r].extra - rs[r].D);
@@ -359,6 +361,7 @@ __global__ void __launch_bounds__(kThreads, kDqMinBlocks)
 
   const int tq = pr.tq, dk = pr.dk, dv = pr.dv;
   const int len = cm::clamp_len(pr.key_len[b], pr.tk);
+  const Dropout drop = cm::resolved(P.drop);
   const int i0 = qb * kBR, c0 = ch * DCH;
   const int q_rows = min(kBR, tq - i0);
   const float scale = pr.scale;
@@ -409,7 +412,7 @@ __global__ void __launch_bounds__(kThreads, kDqMinBlocks)
       for (int u = 0; u < kKU; ++u) s[r][u] = dp[r][u] = 0.f;
     score_tile<T>(qp, pr.q.st, q_rows, kp + j0 * pr.k.st, pr.k.st, k_rows, dk, sa, sb, s);
     score_tile<T>(dop, pr.dout.st, q_rows, vp + j0 * pr.v.st, pr.v.st, k_rows, dv, sa, sb, dp);
-    tile_grads(P, stream, b, i0, j0, tq, len, scale, s, dp, rs, nullptr, sds);
+    tile_grads(drop, stream, b, i0, j0, tq, len, scale, s, dp, rs, nullptr, sds);
     load_cols<T, DCH>(kp + j0 * pr.k.st, pr.k.st, k_rows, c0, dk, skc);
     __syncthreads();
     tile_times_cols<DCH>(sds, skc, dq);
@@ -464,6 +467,7 @@ __global__ void __launch_bounds__(kThreads, kDkdvMinBlocks)
 
   const int tk = p0.tk;  // members of a shared unit have the same keys (checked on the host)
   const int len = cm::clamp_len(p0.key_len[b], tk);
+  const Dropout drop = cm::resolved(P.drop);
   const int j0 = kb * kBC, c0 = ch * DCH;
   float acc_k[kR][NC], acc_v[kR][NC];
 #pragma unroll
@@ -505,7 +509,7 @@ __global__ void __launch_bounds__(kThreads, kDkdvMinBlocks)
               if (pr.dpsum) rs[r].extra = pr.dpsum[row0 + i];
             }
           }
-          tile_grads(P, stream, b, i0, j0, tq, len, scale, s, dp, rs, sp, sds);
+          tile_grads(drop, stream, b, i0, j0, tq, len, scale, s, dp, rs, sp, sds);
           load_cols<T, DCH>(dop, pr.dout.st, q_rows, c0, dv, sdo);
           load_cols<T, DCH>(qp, pr.q.st, q_rows, c0, dk, sq);
           __syncthreads();

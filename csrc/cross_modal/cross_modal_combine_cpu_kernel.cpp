@@ -55,7 +55,7 @@ Drop make_drop(const cross_modal::DropoutParams& d) {
   if (s.on) {
     s.threshold = cross_modal::dropout_threshold(d.p);
     s.inv_keep = 1.0 / (1.0 - d.p);
-    s.philox = Philox{static_cast<uint32_t>(d.seed), static_cast<uint32_t>(d.seed >> 32), d.offset};
+    s.philox = cross_modal::philox_of(d.rng);
   }
   return s;
 }
@@ -259,6 +259,7 @@ void backward_impl(const CombineParams& P) {
 }  // namespace
 
 void cross_modal_combine_forward_cpu_kernel(at::ScalarType dtype, const CombineParams& params) {
+  if (params.rng_out) cross_modal::store_rng(params.out_dropout.rng, params.rng_out);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "cross_modal_combine_cpu",
                                   [&] { forward_impl<scalar_t>(params); });
 }

@@ -90,6 +90,7 @@ struct Args {
   int kh_max;  // backward: max over modalities of kh
   int64_t batch, total_rows;
   Dropout attn, out;
+  int64_t* rng_out;  // forward: (seed, offset) of out.rng for the backward, or null
   float* grad_ln_w;
   float* grad_ln_b;
   float* partial;  // [3 B][3][D]
@@ -112,6 +113,8 @@ __global__ void __launch_bounds__(128, 4)
   const T* gamma = static_cast<const T*>(A.ln_w);
   const T* beta = static_cast<const T*>(A.ln_b);
   const float third = 1.f / 3.f;
+  const Dropout attn = cm::resolved(A.attn), out = cm::resolved(A.out);
+  if (A.rng_out && blockIdx.x == 0 && threadIdx.x == 0) cross_modal::store_rng(A.out.rng, A.rng_out);
   for (int64_t ra = static_cast<int64_t>(blockIdx.x) * warps + warp; ra < A.total_rows;
        ra += static_cast<int64_t>(gridDim.x) * warps) {
     const int mi = ra >= A.m[2].first_row ? 2 : (ra >= A.m[1].first_row ? 1 : 0);
@@ -120,6 +123,12 @@ __global__ void __launch_bounds__(128, 4)
     const int64_t off = r * d;
     const T* x = static_cast<const T*>(M.x) + off;
     const T* rows = M.rows ? static_cast<const T*>(M.rows) + off : nullptr;
+    if (i == 0 && lane == 0) {  // key-length-1 items: their key lengths are 0 or 1
+      for (int k = 0; k < M.n_items; ++k) {
+        const Item& it = M.items[k];
+        cm::checked_len(it.key_len[b], 1, cross_modal::key_modality(static_cast<int>(it.pathway)), b);
+      }
+    }
     // 1. The sum, before dropout.
     for (int c4 = 4 * lane; c4 < d; c4 += 128) {
       for (int c = c4; c < min(c4 + 4, d); ++c) {
@@ -128,18 +137,18 @@ __global__ void __launch_bounds__(128, 4)
         for (int k = 0; k < M.n_items; ++k) {
           const Item& it = M.items[k];
           s += to_f(static_cast<const T*>(it.bias)[c]);
-          if (!A.attn.on && has_key(it, b)) s += to_f(static_cast<const T*>(it.c)[b * d + c]);
+          if (!attn.on && has_key(it, b)) s += to_f(static_cast<const T*>(it.c)[b * d + c]);
         }
         buf[c] = s;
       }
     }
-    if (A.attn.on) {  // per-head item values, with this row's attention-dropout multipliers
+    if (attn.on) {  // per-head item values, with this row's attention-dropout multipliers
       for (int k = 0; k < M.n_items; ++k) {
         const Item& it = M.items[k];
         if (!has_key(it, b)) continue;
         for (int h = 0; h < it.heads; ++h) {
           const float kk =
-              cm::keep1(A.attn, cross_modal::attention_stream(static_cast<int>(it.pathway), h), b, i);
+              cm::keep1(attn, cross_modal::attention_stream(static_cast<int>(it.pathway), h), b, i);
           if (kk == 0.f) continue;
           const T* cv = static_cast<const T*>(it.c) + (b * it.heads + h) * d;
           for (int c4 = 4 * lane; c4 < d; c4 += 128)
@@ -151,13 +160,13 @@ __global__ void __launch_bounds__(128, 4)
     float sum = 0.f;
     for (int c4 = 4 * lane; c4 < d; c4 += 128) {
       float z[4] = {1.f, 1.f, 1.f, 1.f};
-      if (A.out.on) cm::keep4(A.out, cross_modal::output_stream(M.modality), b, i, c4, z);
+      if (out.on) cm::keep4(out, cross_modal::output_stream(M.modality), b, i, c4, z);
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         if (c4 + u >= d) break;
         float v = buf[c4 + u];
-        if (A.out.on) {
-          v = z[u] != 0.f ? v * (third * A.out.inv_keep) : 0.f;
+        if (out.on) {
+          v = z[u] != 0.f ? v * (third * out.inv_keep) : 0.f;
         } else {
           v *= third;
         }
@@ -208,6 +217,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2)
   T* gsum = static_cast<T*>(M.grad_sum);
   float* part = A.partial + task * 3 * d;
   const float third = 1.f / 3.f;
+  const Dropout attn = cm::resolved(A.attn), out = cm::resolved(A.out);
 
   for (int i0 = 0; i0 < tm; i0 += rc) {
     const int n = min(rc, tm - i0);
@@ -229,14 +239,14 @@ __global__ void __launch_bounds__(kBwdThreads, 2)
       const float mean_dx = warp_sum(s1) / d, mean_dx_xhat = warp_sum(s2) / d;
       for (int c4 = 4 * lane; c4 < d; c4 += 128) {
         float z[4] = {1.f, 1.f, 1.f, 1.f};
-        if (A.out.on) cm::keep4(A.out, cross_modal::output_stream(M.modality), b, i, c4, z);
+        if (out.on) cm::keep4(out, cross_modal::output_stream(M.modality), b, i, c4, z);
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
           const int c = c4 + u;
           if (c >= d) break;
           const float xh = (to_f(uu[off + c]) - mean) * rstd;
           float v = (rstd * third) * (dx[c] - mean_dx - xh * mean_dx_xhat);
-          if (A.out.on) v = z[u] != 0.f ? v * A.out.inv_keep : 0.f;
+          if (out.on) v = z[u] != 0.f ? v * out.inv_keep : 0.f;
           dx[c] = v;
           gsum[off + c] = from_f<T>(v);
         }
@@ -247,7 +257,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2)
         const int h = kh - it.kh0;
         float kk = 0.f;
         if (has_key(it, b))
-          kk = A.attn.on ? cm::keep1(A.attn,
+          kk = attn.on ? cm::keep1(attn,
                                      cross_modal::attention_stream(static_cast<int>(it.pathway), h),
                                      b, i)
                          : 1.f;
@@ -335,6 +345,7 @@ LaunchStatus make_args(const CombineParams& P, bool backward, Args& A) {
   A.eps = static_cast<float>(P.eps);
   A.attn = cm::make_dropout(P.attn_dropout);
   A.out = cm::make_dropout(P.out_dropout);
+  A.rng_out = backward ? nullptr : P.rng_out;
   A.grad_ln_w = static_cast<float*>(P.grad_ln_weight);
   A.grad_ln_b = static_cast<float*>(P.grad_ln_bias);
   int64_t rows = 0, dc = 0;

@@ -33,12 +33,18 @@ struct BlockArgs {
   std::vector<int64_t> modes;  // 6 PathwayMode
   double attn_p = 0.0, out_p = 0.0;
   bool training = false;
-  std::optional<at::Tensor> rng;  // int64 [2]: seed, offset; read on the host (a CPU tensor
-                                  // for every device: no copy, no sync)
-  // Check 0 <= len <= T on the host (one device-to-host copy for all three
-  // lengths when they live on a GPU). The CUDA op turns it off while the
-  // current stream is capturing a CUDA graph (no sync is allowed there); its
-  // kernels clamp the lengths to [0, T], so memory stays safe either way.
+  // Forward: int64 [2] (seed, offset) of the dropout masks, or none: then the
+  // op draws them from the default generator of the inputs' device.
+  std::optional<at::Tensor> rng;
+  // Set by the device (see forward_op): how an `rng` tensor is read, and how
+  // a call draws its seed and offset when none is given (`increment`: the
+  // counter values one call uses, i.e. the batch size).
+  RngSource (*rng_from_tensor)(const at::Tensor& rng) = nullptr;
+  RngSource (*draw_rng)(const at::Tensor& like, uint64_t increment) = nullptr;
+  // Check 0 <= len <= T on the host: where the lengths live on the host (CPU).
+  // GPU ops never read the device from the host: their forward kernels check
+  // the lengths they read (an out-of-range length is a device-side error) and
+  // every kernel clamps them to [0, T], so memory access stays in bounds.
   bool check_lengths_on_host = true;
 };
 
@@ -67,7 +73,7 @@ struct Plan {
 
 // Entries of the full `saved` layout of the forward op (see cross_modal.cpp);
 // the op returns the ones the plan needs.
-constexpr int kNumSaved = 36;
+constexpr int kNumSaved = 37;
 // Number of tensors the backward op returns: dx_v, dx_a, dx_t, then 6 each of
 // d in_proj_weight, d in_proj_bias, d out_proj.weight, d out_proj.bias, then
 // d ln_weight, d ln_bias.
@@ -89,6 +95,15 @@ constexpr const char* kBackwardOp = "maven_fast::cross_modal_block_backward";
 //   static auto enter(const char* op, BlockArgs& a);   // device checks and settings;
 //                                                      // the result (e.g. a device
 //                                                      // guard) lives for the call
+//   static RngSource rng_from_tensor(const at::Tensor& rng);       // see BlockArgs
+//   static RngSource draw_rng(const at::Tensor& like, uint64_t increment);
+template <class Device>
+BlockArgs device_block_args(BlockArgs a) {
+  a.rng_from_tensor = &Device::rng_from_tensor;
+  a.draw_rng = &Device::draw_rng;
+  return a;
+}
+
 template <class Device>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> forward_op(
     const at::Tensor& x_v, const at::Tensor& x_a, const at::Tensor& x_t, const at::Tensor& len_v,
@@ -96,8 +111,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> forward_
     at::TensorList out_w, at::TensorList out_b, const at::Tensor& ln_w, const at::Tensor& ln_b,
     double ln_eps, int64_t heads, at::IntArrayRef modes, double attn_p, double out_p,
     bool training, const std::optional<at::Tensor>& rng) {
-  BlockArgs a = make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w,
-                                ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng);
+  BlockArgs a = device_block_args<Device>(make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w,
+      in_b, out_w, out_b, ln_w, ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng));
   const auto scope = Device::enter(kForwardOp, a);
   return block_forward(kForwardOp, std::move(a), Device::kernels());
 }
@@ -109,9 +124,9 @@ std::vector<at::Tensor> backward_op(
     const at::Tensor& len_a, const at::Tensor& len_t, at::TensorList in_w, at::TensorList in_b,
     at::TensorList out_w, at::TensorList out_b, const at::Tensor& ln_w, const at::Tensor& ln_b,
     double ln_eps, int64_t heads, at::IntArrayRef modes, double attn_p, double out_p,
-    bool training, const std::optional<at::Tensor>& rng, at::TensorList saved) {
-  BlockArgs a = make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w,
-                                ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng);
+    bool training, at::TensorList saved) {
+  BlockArgs a = device_block_args<Device>(make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w,
+      in_b, out_w, out_b, ln_w, ln_b, ln_eps, heads, modes, attn_p, out_p, training, std::nullopt));
   const auto scope = Device::enter(kBackwardOp, a);
   return block_backward(kBackwardOp, {grad_v, grad_a, grad_t}, std::move(a), saved.vec(),
                         Device::kernels());

@@ -1,7 +1,10 @@
 // CPU registration of maven_fast::cross_modal_block and its backward: the
 // shared orchestration (cross_modal.cpp) with the CPU kernels, per CPU capability.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/library.h>
+
+#include <mutex>
 
 #include "cross_modal/cross_modal_common.h"
 
@@ -31,6 +34,25 @@ struct Cpu {
     return k;
   }
   static int enter(const char*, cross_modal::BlockArgs&) { return 0; }  // nothing to set up
+
+  // Read in place (the op's checks put it on the CPU: on the inputs' device).
+  static cross_modal::RngSource rng_from_tensor(const at::Tensor& rng) {
+    const int64_t* v = rng.const_data_ptr<int64_t>();
+    cross_modal::RngSource r;
+    r.seed = static_cast<uint64_t>(v[0]);
+    r.offset = static_cast<uint64_t>(v[1]);
+    return r;
+  }
+
+  // A fresh seed from torch's default CPU generator (reproducible under
+  // torch.manual_seed); offset 0.
+  static cross_modal::RngSource draw_rng(const at::Tensor&, uint64_t) {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    cross_modal::RngSource r;
+    r.seed = gen.get<at::CPUGeneratorImpl>()->random64();
+    return r;
+  }
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdio>
 
 #include "cross_modal/cross_modal_descriptors.h"
 #include "cross_modal/cross_modal_math.h"
@@ -41,9 +42,13 @@ __device__ __forceinline__ float group_max(float v) {
   return v;
 }
 
-// Dropout with the Philox streams of cross_modal_math.h, as kernel arguments.
+// Dropout with the Philox streams of cross_modal_math.h. As a kernel argument
+// it holds the source of the seed and offset (rng); a kernel resolves it once
+// at its start (resolved(): reads the source's device memory, if any) and
+// passes the result to keep4/keep1.
 struct Dropout {
-  uint32_t k0 = 0, k1 = 0, offset = 0, threshold = 0;
+  cross_modal::RngSource rng;
+  uint32_t k0 = 0, k1 = 0, offset = 0, threshold = 0;  // k0, k1, offset: set by resolved()
   float inv_keep = 1.f;  // (float)(1 / (1 - p)), as the CPU kernels round it
   int on = 0;
 };
@@ -51,12 +56,21 @@ struct Dropout {
 inline Dropout make_dropout(const cross_modal::DropoutParams& d) {
   Dropout r;
   r.on = d.p > 0.0;
+  r.rng = d.rng;
   if (r.on) {
-    r.k0 = static_cast<uint32_t>(d.seed);
-    r.k1 = static_cast<uint32_t>(d.seed >> 32);
-    r.offset = d.offset;
     r.threshold = cross_modal::dropout_threshold(d.p);
     r.inv_keep = static_cast<float>(1.0 / (1.0 - d.p));
+  }
+  return r;
+}
+
+__device__ __forceinline__ Dropout resolved(const Dropout& d) {
+  Dropout r = d;
+  if (r.on) {
+    const cross_modal::Philox ph = cross_modal::philox_of(d.rng);
+    r.k0 = ph.k0;
+    r.k1 = ph.k1;
+    r.offset = ph.offset;
   }
   return r;
 }
@@ -82,10 +96,30 @@ __device__ __forceinline__ float keep1(const Dropout& d, uint32_t stream, int64_
   return w[0] >= d.threshold ? d.inv_keep : 0.f;
 }
 
-// 0 <= len <= tk whatever the tensor holds (lengths are validated on the host
-// except while a CUDA graph is being captured; memory safety never depends on it).
+// 0 <= len <= tk whatever the tensor holds: memory safety never depends on
+// the lengths (the host does not read them; see checked_len).
 __device__ __forceinline__ int clamp_len(int64_t len, int64_t tk) {
   return static_cast<int>(len < 0 ? 0 : (len > tk ? tk : len));
+}
+
+// A device-side error, as PyTorch's device asserts: the kernel prints what is
+// wrong and stops (the launch fails; CUDA reports it at the next sync and
+// the context cannot be used afterwards).
+#define MF_DEVICE_FAIL(...)  \
+  do {                       \
+    printf(__VA_ARGS__);     \
+    __trap();                \
+  } while (0)
+
+// The forward kernels read every key length: one out of [0, tk] is an error
+// (the CPU op raises it on the host); the clamped length otherwise.
+// modality: of the keys (0 video -> len_v, 1 audio -> len_a, 2 text -> len_t).
+__device__ __forceinline__ int checked_len(int64_t len, int64_t tk, int modality, int64_t b) {
+  if (len < 0 || len > tk)
+    MF_DEVICE_FAIL("maven_fast cross_modal_block: len_%c[%lld] = %lld is outside [0, T] = [0, %lld]\n",
+                   "vat"[modality], static_cast<long long>(b), static_cast<long long>(len),
+                   static_cast<long long>(tk));
+  return clamp_len(len, tk);
 }
 
 }  // namespace maven_fast::cuda::cm

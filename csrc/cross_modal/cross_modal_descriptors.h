@@ -38,10 +38,42 @@ struct AttentionProblem {
   const void* dpsum = nullptr;  // optional [B, H, tq]: gradient of psum
 };
 
+// Where the kernels take the Philox seed and offset from: values known on the
+// host, or memory the kernels read (the device memory of a CUDA generator
+// under graph capture, or of the `rng` tensor the forward saved), so a
+// captured graph draws new masks on every replay and no call reads the
+// device from the host. seed = *seed_ptr if set, offset = *offset_ptr +
+// offset_add if set; only the low 32 bits of the offset are used.
+struct RngSource {
+  uint64_t seed = 0, offset = 0;
+  const int64_t* seed_ptr = nullptr;
+  const int64_t* offset_ptr = nullptr;
+  uint64_t offset_add = 0;
+};
+
+// The (seed, offset) of a source (reads its pointers: device memory on a GPU).
+MF_HOST_DEVICE void resolve(const RngSource& r, uint64_t& seed, uint64_t& offset) {
+  seed = r.seed_ptr ? static_cast<uint64_t>(*r.seed_ptr) : r.seed;
+  offset = r.offset_ptr ? static_cast<uint64_t>(*r.offset_ptr) + r.offset_add : r.offset;
+}
+
+MF_HOST_DEVICE Philox philox_of(const RngSource& r) {
+  uint64_t seed, offset;
+  resolve(r, seed, offset);
+  return philox_of(seed, offset);
+}
+
+// Stores (seed, offset) of a source as int64 [2] (the `rng` the backward reads).
+MF_HOST_DEVICE void store_rng(const RngSource& r, int64_t* out) {
+  uint64_t seed, offset;
+  resolve(r, seed, offset);
+  out[0] = static_cast<int64_t>(seed);
+  out[1] = static_cast<int64_t>(offset);
+}
+
 struct DropoutParams {
-  double p = 0.0;       // 0: off
-  uint64_t seed = 0;
-  uint32_t offset = 0;
+  double p = 0.0;  // 0: off
+  RngSource rng;
 };
 
 // Residual + /3 + dropout + LayerNorm of one modality (see the kernel for the formula).
@@ -77,6 +109,10 @@ struct CombineParams {
   const void* ln_bias = nullptr;    // [D]
   double eps = 1e-5;
   DropoutParams attn_dropout, out_dropout;
+  // Forward, when dropout is on: the kernel stores the (seed, offset) of the
+  // dropouts' source (out_dropout.rng, the same as attn_dropout.rng) here,
+  // int64 [2], for the backward.
+  int64_t* rng_out = nullptr;
   // Backward: [D] accumulation dtype.
   void* grad_ln_weight = nullptr;
   void* grad_ln_bias = nullptr;

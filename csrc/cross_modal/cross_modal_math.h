@@ -44,6 +44,14 @@ enum PathwayMode : int64_t {
   kAbsorbed = 2,
 };
 
+// kKeyModality[p] as arithmetic (device code cannot index the host array).
+MF_HOST_DEVICE constexpr int key_modality(int pathway) {
+  return (1 | 2 << 2 | 0 << 4 | 2 << 6 | 0 << 8 | 1 << 10) >> (2 * pathway) & 3;
+}
+static_assert(key_modality(0) == kKeyModality[0] && key_modality(1) == kKeyModality[1] &&
+              key_modality(2) == kKeyModality[2] && key_modality(3) == kKeyModality[3] &&
+              key_modality(4) == kKeyModality[4] && key_modality(5) == kKeyModality[5]);
+
 constexpr uint32_t attention_stream(int pathway, int64_t head) {
   return static_cast<uint32_t>(16 * head + pathway);
 }
@@ -101,5 +109,11 @@ struct Philox {
     }
   }
 };
+
+// The generator of a call: key (seed), counter offset (low 32 bits).
+MF_HOST_DEVICE Philox philox_of(uint64_t seed, uint64_t offset) {
+  return Philox{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
+                static_cast<uint32_t>(offset)};
+}
 
 }  // namespace maven_fast::cross_modal

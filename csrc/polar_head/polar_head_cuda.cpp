@@ -1,136 +1,36 @@
-// CUDA registration of maven_fast::polar_head and its backward: checks,
-// allocation and the current stream; the kernels are in polar_head_kernel.cu.
+// CUDA registration of maven_fast::polar_head and its backward: the ops of
+// polar_head_cuda_ops.h (checks, allocation, launch of polar_head_kernel.cu)
+// on the current stream of the inputs' device.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "polar_head/polar_head_common.h"
-#include "polar_head/polar_head_cuda.h"
+#include "polar_head/polar_head_cuda_ops.h"
 
 namespace maven_fast {
 namespace {
 
-cuda::DType to_cuda_dtype(at::ScalarType s) {
-  switch (s) {
-    case at::kFloat: return cuda::DType::F32;
-    case at::kDouble: return cuda::DType::F64;
-    case at::kHalf: return cuda::DType::F16;
-    case at::kBFloat16: return cuda::DType::BF16;
-    default: TORCH_CHECK(false, "maven_fast::polar_head (CUDA): unsupported dtype ", s);
+struct CudaEnv {
+  static c10::cuda::CUDAGuard enter(const at::Tensor& x) { return c10::cuda::CUDAGuard(x.device()); }
+  static int sm_count() {
+    int device = 0, count = 0;
+    TORCH_CHECK(cudaGetDevice(&device) == cudaSuccess, "maven_fast: cudaGetDevice failed");
+    TORCH_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess,
+                "maven_fast: cannot read the SM count of CUDA device ", device);
+    return count;
   }
-}
-
-void check_cuda_limits(const char* op, const at::Tensor& x) {
-  TORCH_CHECK(x.size(1) <= cuda::kPolarHeadMaxD, op, ": the CUDA kernel supports D <= ",
-              cuda::kPolarHeadMaxD, ", got D = ", x.size(1), "; use backend='cpu' or 'eager'");
-}
-
-int sm_count() {
-  int device = 0, count = 0;
-  TORCH_CHECK(cudaGetDevice(&device) == cudaSuccess, "maven_fast: cudaGetDevice failed");
-  TORCH_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess,
-              "maven_fast: cannot read the SM count of CUDA device ", device);
-  return count;
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> polar_head_cuda(
-    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-    const std::optional<at::Tensor>& target, const std::optional<at::Tensor>& mask, bool bounded) {
-  constexpr const char* op = "maven_fast::polar_head";
-  const auto in = polar_head_normalize(op, x, weight, bias, target, mask);
-  check_cuda_limits(op, in.x);
-  const c10::cuda::CUDAGuard guard(in.x.device());
-  auto out = polar_head_allocate_forward(in.x);
-  const auto dtype = to_cuda_dtype(in.x.scalar_type());
-  const int grid = cuda::polar_head_grid(in.x.size(0), sm_count(), /*backward=*/false);
-  auto ws = at::empty({int64_t(cuda::polar_head_workspace_bytes(grid, in.x.size(1), dtype, false))},
-                      in.x.options().dtype(at::kByte));
-  auto counter = at::zeros({1}, in.x.options().dtype(at::kInt));
-  cuda::PolarHeadForwardArgs a{};
-  a.x = in.x.const_data_ptr();
-  a.ldx = in.x.stride(0);
-  a.weight = in.weight.const_data_ptr();
-  a.bias = in.bias.const_data_ptr();
-  a.target = in.target ? in.target->const_data_ptr() : nullptr;
-  a.mask = in.mask ? in.mask->const_data_ptr<bool>() : nullptr;
-  a.n = in.x.size(0);
-  a.d = in.x.size(1);
-  a.bounded = bounded;
-  a.valence_arousal = out.valence_arousal.data_ptr();
-  a.theta_intensity = out.theta_intensity.data_ptr();
-  a.loss = out.loss.data_ptr();
-  a.n_valid = out.n_valid.data_ptr();
-  a.workspace = ws.data_ptr();
-  a.counter = reinterpret_cast<unsigned int*>(counter.data_ptr<int>());
-  if (a.n == 0) {
-    out.loss.zero_();
-    out.n_valid.zero_();
-  } else {
-    const cudaError_t e =
-        cuda::polar_head_forward(dtype, a, grid, c10::cuda::getCurrentCUDAStream());
+  static cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
+  static void check(cudaError_t e, const char* op) {
     TORCH_CHECK(e == cudaSuccess, op, ": CUDA launch failed: ", cudaGetErrorString(e));
   }
-  return {out.valence_arousal, out.theta_intensity, out.loss, out.n_valid};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> polar_head_backward_cuda(
-    const std::optional<at::Tensor>& grad_va, const std::optional<at::Tensor>& grad_ti,
-    const std::optional<at::Tensor>& grad_loss, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& bias, const std::optional<at::Tensor>& target,
-    const std::optional<at::Tensor>& mask, const at::Tensor& n_valid, bool bounded) {
-  constexpr const char* op = "maven_fast::polar_head_backward";
-  const auto in = polar_head_normalize(op, x, weight, bias, target, mask);
-  check_cuda_limits(op, in.x);
-  const c10::cuda::CUDAGuard guard(in.x.device());
-  const int64_t n = in.x.size(0), d = in.x.size(1);
-  const auto gva = contiguous_grad(grad_va, in.x, op, "grad_valence_arousal", {n, 2});
-  const auto gti = contiguous_grad(grad_ti, in.x, op, "grad_theta_intensity", {n, 2});
-  const auto gl = contiguous_grad(grad_loss, in.x, op, "grad_loss", {});
-  const auto nv = n_valid.to(in.x.device(), polar_head_acc_dtype(in.x.scalar_type()));
-  auto grad_x = at::empty({n, d}, in.x.options());
-  auto grad_w = at::empty_like(in.weight);
-  auto grad_b = at::empty_like(in.bias);
-  if (n == 0) {
-    grad_w.zero_();
-    grad_b.zero_();
-    return {grad_x, grad_w, grad_b};
-  }
-  const auto dtype = to_cuda_dtype(in.x.scalar_type());
-  const int grid = cuda::polar_head_grid(n, sm_count(), /*backward=*/true);
-  auto ws = at::empty({int64_t(cuda::polar_head_workspace_bytes(grid, d, dtype, true))},
-                      in.x.options().dtype(at::kByte));
-  auto counter = at::zeros({1}, in.x.options().dtype(at::kInt));
-  cuda::PolarHeadBackwardArgs a{};
-  a.grad_va = gva ? gva->const_data_ptr() : nullptr;
-  a.grad_ti = gti ? gti->const_data_ptr() : nullptr;
-  a.grad_loss = gl ? gl->const_data_ptr() : nullptr;
-  a.x = in.x.const_data_ptr();
-  a.ldx = in.x.stride(0);
-  a.weight = in.weight.const_data_ptr();
-  a.bias = in.bias.const_data_ptr();
-  a.target = in.target ? in.target->const_data_ptr() : nullptr;
-  a.mask = in.mask ? in.mask->const_data_ptr<bool>() : nullptr;
-  a.n_valid = nv.const_data_ptr();
-  a.n = n;
-  a.d = d;
-  a.bounded = bounded;
-  a.grad_x = grad_x.data_ptr();
-  a.grad_weight = grad_w.data_ptr();
-  a.grad_bias = grad_b.data_ptr();
-  a.workspace = ws.data_ptr();
-  a.counter = reinterpret_cast<unsigned int*>(counter.data_ptr<int>());
-  const cudaError_t e =
-      cuda::polar_head_backward(dtype, a, grid, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(e == cudaSuccess, op, ": CUDA launch failed: ", cudaGetErrorString(e));
-  return {grad_x, grad_w, grad_b};
-}
+};
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(maven_fast, CUDA, m) {
-  m.impl("polar_head", &polar_head_cuda);
-  m.impl("polar_head_backward", &polar_head_backward_cuda);
+  m.impl("polar_head", &polar_head_cuda_forward<CudaEnv>);
+  m.impl("polar_head_backward", &polar_head_cuda_backward<CudaEnv>);
 }
 
 }  // namespace maven_fast

@@ -245,17 +245,16 @@ bool vector_ok(const void* x, int64_t ldx, int64_t d, const void* out) {
   return d % v == 0 && ldx % v == 0 && aligned(x) && (out == nullptr || aligned(out));
 }
 
-template <typename Kernel>
-cudaError_t launch(Kernel kernel, int grid, int threads, size_t smem, cudaStream_t stream,
-                   const void* args_ptr) {
+template <typename Args>
+cudaError_t launch(void (*kernel)(Args), int grid, int threads, size_t smem, cudaStream_t stream,
+                   const Args& args) {
   if (smem > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return e;
   }
-  void* params[] = {const_cast<void*>(args_ptr)};
-  return cudaLaunchKernel(reinterpret_cast<const void*>(kernel), dim3(grid), dim3(threads),
-                          params, smem, stream);
+  kernel<<<grid, threads, smem, stream>>>(args);
+  return cudaGetLastError();
 }
 
 template <typename T>
@@ -264,8 +263,8 @@ cudaError_t forward_typed(const PolarHeadForwardArgs& a, int grid, cudaStream_t 
   const size_t smem = 2 * a.d * sizeof(acc_t);
   const int threads = kForwardWarps * kWarp;
   if (vector_ok<T>(a.x, a.ldx, a.d, nullptr))
-    return launch(polar_head_forward_kernel<T, kVec<T>>, grid, threads, smem, stream, &a);
-  return launch(polar_head_forward_kernel<T, 1>, grid, threads, smem, stream, &a);
+    return launch(polar_head_forward_kernel<T, kVec<T>>, grid, threads, smem, stream, a);
+  return launch(polar_head_forward_kernel<T, 1>, grid, threads, smem, stream, a);
 }
 
 template <typename T>
@@ -274,8 +273,8 @@ cudaError_t backward_typed(const PolarHeadBackwardArgs& a, int grid, cudaStream_
   const size_t smem = (2 * a.d + kBackwardWarps * (2 * a.d + 2)) * sizeof(acc_t);
   const int threads = kBackwardWarps * kWarp;
   if (vector_ok<T>(a.x, a.ldx, a.d, a.grad_x))
-    return launch(polar_head_backward_kernel<T, kVec<T>>, grid, threads, smem, stream, &a);
-  return launch(polar_head_backward_kernel<T, 1>, grid, threads, smem, stream, &a);
+    return launch(polar_head_backward_kernel<T, kVec<T>>, grid, threads, smem, stream, a);
+  return launch(polar_head_backward_kernel<T, 1>, grid, threads, smem, stream, a);
 }
 
 size_t acc_size(DType t) { return t == DType::F64 ? sizeof(double) : sizeof(float); }

@@ -32,10 +32,16 @@ pathway from the padded shapes by :func:`plan_pathways`:
   the weighted sum ``sum_j p_j y_j`` are taken on the raw keys ``y`` and
   ``W_{v,h}`` is applied afterwards, so the long side is never projected.
 
-Dropout (when ``training``) uses a Philox counter-based generator seeded from
-torch's default CPU generator (one draw per call), so results are
-reproducible under ``torch.manual_seed`` and the backward regenerates the
-forward's masks. Its masks differ from eager PyTorch's, not its distribution.
+Dropout (when ``training``) uses a Philox counter-based generator whose seed
+and offset each op call takes from the default generator of the inputs'
+device: on the CPU a seed drawn from torch's CPU generator; on CUDA the C++
+op reserves Philox offsets of the CUDA generator as PyTorch's fused dropout
+does (``philox_cuda_state``: inside a captured CUDA graph every replay draws
+new masks) and the Triton op draws its seed on the device. So results are
+reproducible under ``torch.manual_seed``, no call reads the GPU from the host,
+and the backward regenerates the forward's masks from the (seed, offset) the
+forward saved (the last entry of ``saved``). The masks differ from eager
+PyTorch's, not their distribution.
 """
 from __future__ import annotations
 
@@ -266,11 +272,12 @@ def cross_modal_reference(
 
 
 # --------------------------------------------------------------------------- fake + autograd
-def saved_names(modes: Sequence[int], attention_dropout: bool) -> list[str]:
+def saved_names(modes: Sequence[int], attention_dropout: bool, output_dropout: bool = False) -> list[str]:
     """Names of the entries of the op's ``saved`` output, in order (the layout of
     csrc/cross_modal/cross_modal.cpp): Y_m (grouped input projections), O_m
     (row-pathway attention outputs), u_m (LayerNorm input), stats_m (mean,
-    rstd), lse_p, and for absorbed pathways qt_p, z_p, psum_p."""
+    rstd), lse_p, for absorbed pathways qt_p, z_p, psum_p, and with any dropout
+    (effective: training and p > 0) ``rng``, the (seed, offset) of the masks."""
     slots = SlotPlan.from_modes(modes)
     mods, names = "vat", []
     names += [f"Y_{mods[m]}" for m in range(3) if slots.n_in[m]]
@@ -280,6 +287,7 @@ def saved_names(modes: Sequence[int], attention_dropout: bool) -> list[str]:
     names += [f"qt_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED]
     names += [f"z_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED]
     names += [f"psum_{PATHWAYS[p]}" for p in range(6) if modes[p] == ABSORBED and attention_dropout]
+    names += ["rng"] if attention_dropout or output_dropout else []
     return names
 
 
@@ -297,6 +305,7 @@ def _fake_forward(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, 
     slots = SlotPlan.from_modes(modes)
     n_in, n_out = slots.n_in, slots.n_out
     attn_on = training and attn_dropout_p > 0
+    dropout_on = attn_on or (training and dropout_p > 0)
     new = lambda *shape, dtype=None: x_v.new_empty(shape, dtype=dtype or x_v.dtype)  # noqa: E731
     # The layout of csrc/cross_modal/cross_modal.cpp (saved_present): only what the plan needs.
     saved = (
@@ -308,12 +317,13 @@ def _fake_forward(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, 
         + [new(b * t[QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
         + [new(b * t[QUERY[p]], h * d) for p in range(6) if modes[p] == ABSORBED]
         + [new(b, h, t[QUERY[p]], dtype=acc) for p in range(6) if modes[p] == ABSORBED and attn_on]
+        + ([new(2, dtype=torch.long)] if dropout_on else [])
     )
     return new(*x_v.shape), new(*x_a.shape), new(*x_t.shape), saved
 
 
 def _fake_backward(grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b,
-                   ln_w, ln_b, ln_eps, num_heads, modes, attn_dropout_p, dropout_p, training, rng, saved):
+                   ln_w, ln_b, ln_eps, num_heads, modes, attn_dropout_p, dropout_p, training, saved):
     like = lambda t: t.new_empty(t.shape)  # noqa: E731
     return ([like(x_v), like(x_a), like(x_t)] + [like(w) for w in in_w] + [like(w) for w in in_b]
             + [like(w) for w in out_w] + [like(w) for w in out_b] + [like(ln_w), like(ln_b)])
@@ -323,11 +333,8 @@ def _setup_context(ctx, inputs, output):
     (x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b,
      ln_eps, num_heads, modes, attn_p, out_p, training, rng) = inputs
     ctx.scalars = (ln_eps, num_heads, list(modes), attn_p, out_p, training)
-    ctx.has_rng = rng is not None
-    saved = list(output[3])
+    saved = list(output[3])  # with dropout, its last entry is the rng the masks used
     tensors = [x_v, x_a, x_t, len_v, len_a, len_t, *in_w, *in_b, *out_w, *out_b, ln_w, ln_b]
-    if rng is not None:
-        tensors.append(rng)
     ctx.save_for_backward(*tensors, *saved)
     ctx.set_materialize_grads(False)
     ctx.mark_non_differentiable(*saved)
@@ -342,13 +349,12 @@ def make_backward(backward_op):
         x_v, x_a, x_t, len_v, len_a, len_t = ts[:6]
         in_w, in_b, out_w, out_b = (list(ts[6 + 6 * i: 12 + 6 * i]) for i in range(4))
         ln_w, ln_b = ts[30], ts[31]
-        rng = ts[32] if ctx.has_rng else None
-        saved = list(ts[33 if ctx.has_rng else 32:])
+        saved = list(ts[32:])
         ln_eps, num_heads, modes, attn_p, out_p, training = ctx.scalars
         grads = [g if g is not None else torch.zeros_like(x) for g, x in zip((grad_v, grad_a, grad_t), (x_v, x_a, x_t))]
         g = backward_op(
             *grads, x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps,
-            num_heads, modes, attn_p, out_p, training, rng, saved,
+            num_heads, modes, attn_p, out_p, training, saved,
         )
         return (g[0], g[1], g[2], None, None, None, list(g[3:9]), list(g[9:15]), list(g[15:21]), list(g[21:27]),
                 g[27], g[28], None, None, None, None, None, None, None)
@@ -376,15 +382,6 @@ def _triton_op():
 
 
 # --------------------------------------------------------------------------- public entry
-def _new_rng() -> Tensor:
-    """(seed, offset) for the Philox masks, drawn from torch's default CPU generator.
-
-    It stays a CPU tensor for every backend: the kernels take the seed as a
-    launch argument, so reading it never waits for a GPU."""
-    seed = torch.randint(0, 2**62, (1,), dtype=torch.long)
-    return torch.cat([seed, torch.zeros(1, dtype=torch.long)])
-
-
 def cross_modal_block(
     x_v: Tensor, x_a: Tensor, x_t: Tensor,
     v_len: Tensor | None = None, a_len: Tensor | None = None, t_len: Tensor | None = None,
@@ -395,6 +392,7 @@ def cross_modal_block(
     attn_dropout_p: float | None = None,
     backend: str = "auto",
     shortcuts: bool | Sequence[int] = True,
+    rng: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The cross-modal block on projected sequences; returns (video_enh, audio_enh, text_enh).
 
@@ -404,7 +402,10 @@ def cross_modal_block(
     the MHAs' attention dropout (default: theirs); both apply only when
     ``training``. ``shortcuts``: True (automatic, :func:`plan_pathways`), False
     (general path everywhere) or six explicit pathway modes. ``backend``:
-    ``auto | eager | cpu | cuda | triton``.
+    ``auto | eager | cpu | cuda | triton``. ``rng``: int64 ``[2]`` (seed, offset)
+    of the dropout masks, on the CPU or the inputs' device (the same ``rng``
+    gives the same masks on every fused backend); None (default) draws them from
+    the default generator of the inputs' device (graph-safe). Eager ignores it.
     """
     prm = _as_params(params)
     attn_p = prm.attn_dropout_p if attn_dropout_p is None else float(attn_dropout_p)
@@ -424,8 +425,6 @@ def cross_modal_block(
                               x_v.device.type)
     else:
         modes = [int(m) for m in shortcuts]
-    dropout_on = training and (attn_p > 0 or dropout_p > 0)
-    rng = _new_rng() if dropout_on else None
     if name == "triton":
         op = _triton_op()
     else:  # cpu, cuda: the C++ op, dispatched by device

@@ -1,9 +1,10 @@
-"""Builds the CPU emulation of the cross-modal CUDA kernels (see include/emu_cuda.h).
+"""Builds the CPU emulation of maven_fast's CUDA kernels (cross-modal block and
+polar head; see include/emu_cuda.h) behind the same host code as the real ops.
 
 The .cu sources are compiled as C++ after two mechanical rewrites: a launch
 ``kernel<<<grid, block, smem, stream>>>(args)`` becomes
 ``emu_launch(kernel, grid, block, smem, stream, args)`` and
-``extern __shared__ float smem[]`` a pointer to the emulator's buffer.
+``extern __shared__ T name[]`` a pointer to the emulator's buffer.
 """
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SOURCES = ("cross_modal_attention_kernel.cu", "cross_modal_combine_kernel.cu")
+SOURCES = ("cross_modal/cross_modal_attention_kernel.cu", "cross_modal/cross_modal_combine_kernel.cu",
+           "polar_head/polar_head_kernel.cu")
 
 
 def _convert(src: str) -> str:
     src = re.sub(r"([\w:]+(?:<[^;{}()]*?>)?)\s*<<<(.*?)>>>\s*\((.*?)\);", r"emu_launch(\1, \2, \3);", src, flags=re.S)
-    src = src.replace("extern __shared__ float smem[];", "float* smem = emu_dyn_smem<float>();")
+    src = re.sub(r"extern __shared__ ([\w ]+?) (\w+)\[\];", r"\1* \2 = emu_dyn_smem<\1>();", src)
     if "<<<" in src or "extern __shared__" in src:
         raise RuntimeError("cuda_emulation: a launch or dynamic shared memory declaration was not rewritten")
     return '#include "emu_cuda.h"\n' + src
@@ -32,12 +34,13 @@ def load(verbose: bool = False):
     gen.mkdir(parents=True, exist_ok=True)
     srcs = []
     for name in SOURCES:
-        text = _convert((ROOT / "csrc" / "cross_modal" / name).read_text())
-        dst = gen / name.replace(".cu", "_emu.cpp")
+        text = _convert((ROOT / "csrc" / name).read_text())
+        dst = gen / Path(name).name.replace(".cu", "_emu.cpp")
         if not dst.exists() or dst.read_text() != text:  # keep mtimes for ninja when unchanged
             dst.write_text(text)
         srcs.append(str(dst))
-    srcs += [str(ROOT / "csrc" / "cross_modal" / "cross_modal.cpp"), str(HERE / "emu_ext.cpp")]
+    srcs += [str(ROOT / "csrc" / "cross_modal" / "cross_modal.cpp"), str(ROOT / "csrc" / "polar_head" / "polar_head.cpp"),
+             str(HERE / "emu_ext.cpp")]
     return cpp_load(
         "maven_fast_cuda_emulation", srcs,
         extra_include_paths=[str(HERE / "include"), str(ROOT / "csrc")],

@@ -1,11 +1,13 @@
-// The CUDA kernels of the cross-modal block compiled for the CPU emulator
-// (include/emu_cuda.h), behind the same orchestration as the real ops
-// (cross_modal.cpp), on CPU tensors: forward(...) and backward(...) take the
-// arguments of maven_fast::cross_modal_block and its backward.
+// maven_fast's CUDA kernels compiled for the CPU emulator (include/emu_cuda.h),
+// behind the same host code as the real ops, on CPU tensors: forward(...) and
+// backward(...) take the arguments of maven_fast::cross_modal_block and its
+// backward (orchestration: cross_modal.cpp); polar_head_forward/backward those
+// of maven_fast::polar_head and its backward (polar_head_cuda_ops.h).
 #include <torch/extension.h>
 
 #include "cross_modal/cross_modal_common.h"
 #include "cross_modal/cross_modal_cuda_table.h"
+#include "polar_head/polar_head_cuda_ops.h"
 
 using namespace maven_fast;
 
@@ -19,14 +21,42 @@ struct EmuEnv {
 
 static const cross_modal::Kernels& kernels() { return cross_modal::cuda_kernel_table<EmuEnv>(); }
 
+// The emulated device's memory is the host's: an `rng` tensor is read by the
+// kernels through its pointer, as the CUDA op reads a CUDA tensor (values of
+// a CPU tensor the CUDA op reads on the host take the other, simpler path).
+struct EmuDevice {
+  static cross_modal::RngSource rng_from_tensor(const at::Tensor& rng) {
+    cross_modal::RngSource r;
+    r.seed_ptr = rng.const_data_ptr<int64_t>();
+    r.offset_ptr = r.seed_ptr + 1;
+    return r;
+  }
+  // A generator under graph capture: seed and offset in memory, plus an intragraph offset.
+  static cross_modal::RngSource draw_rng(const at::Tensor&, uint64_t increment) {
+    static int64_t state[2] = {0x5eed5eed5eedLL, 40};
+    cross_modal::RngSource r;
+    r.seed_ptr = &state[0];
+    r.offset_ptr = &state[1];
+    r.offset_add = 4;
+    state[1] += static_cast<int64_t>(increment) + 4;
+    return r;
+  }
+};
+
+// As the CUDA op: lengths are checked by the kernels, not on the host.
+static cross_modal::BlockArgs emu_args(cross_modal::BlockArgs a) {
+  a.check_lengths_on_host = false;
+  return cross_modal::device_block_args<EmuDevice>(std::move(a));
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> fwd(
     const at::Tensor& x_v, const at::Tensor& x_a, const at::Tensor& x_t, const at::Tensor& len_v,
     const at::Tensor& len_a, const at::Tensor& len_t, std::vector<at::Tensor> in_w, std::vector<at::Tensor> in_b,
     std::vector<at::Tensor> out_w, std::vector<at::Tensor> out_b, const at::Tensor& ln_w, const at::Tensor& ln_b,
     double ln_eps, int64_t heads, std::vector<int64_t> modes, double attn_p, double out_p,
     bool training, std::optional<at::Tensor> rng) {
-  return cross_modal::block_forward("emu", cross_modal::make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b,
-                                   ln_w, ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng), kernels());
+  return cross_modal::block_forward("emu", emu_args(cross_modal::make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b,
+                                   out_w, out_b, ln_w, ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng)), kernels());
 }
 
 std::vector<at::Tensor> bwd(
@@ -35,16 +65,27 @@ std::vector<at::Tensor> bwd(
     const at::Tensor& len_a, const at::Tensor& len_t, std::vector<at::Tensor> in_w, std::vector<at::Tensor> in_b,
     std::vector<at::Tensor> out_w, std::vector<at::Tensor> out_b, const at::Tensor& ln_w, const at::Tensor& ln_b,
     double ln_eps, int64_t heads, std::vector<int64_t> modes, double attn_p, double out_p,
-    bool training, std::optional<at::Tensor> rng, std::vector<at::Tensor> saved) {
+    bool training, std::vector<at::Tensor> saved) {
   return cross_modal::block_backward("emu", {grad_v, grad_a, grad_t},
-      cross_modal::make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b,
-                                   ln_w, ln_b, ln_eps, heads, modes, attn_p, out_p, training, rng), saved, kernels());
+      emu_args(cross_modal::make_block_args(x_v, x_a, x_t, len_v, len_a, len_t, in_w, in_b, out_w, out_b,
+                                   ln_w, ln_b, ln_eps, heads, modes, attn_p, out_p, training, std::nullopt)), saved, kernels());
 }
 
 long syncs() { return emu_sync_count.load(); }
+
+// The polar head ops of polar_head_cuda_ops.h on the emulated kernels: a
+// device of two SMs, so the grids have several CTAs and the last-CTA reduction runs.
+struct EmuPolarEnv {
+  static int enter(const at::Tensor&) { return 0; }
+  static int sm_count() { return 2; }
+  static cudaStream_t stream() { return nullptr; }
+  static void check(cudaError_t e, const char* op) { TORCH_CHECK(e == cudaSuccess, "emu: ", op, " failed"); }
+};
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &fwd);
   m.def("backward", &bwd);
   m.def("syncs", &syncs);
+  m.def("polar_head_forward", &polar_head_cuda_forward<EmuPolarEnv>);
+  m.def("polar_head_backward", &polar_head_cuda_backward<EmuPolarEnv>);
 }

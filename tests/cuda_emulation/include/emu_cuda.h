@@ -51,8 +51,15 @@ inline thread_local EmuBlock* emu_block = nullptr;
 inline std::vector<unsigned char> emu_dyn_smem_buf;
 inline std::atomic<long> emu_sync_count{0};
 
+// A kernel's __trap() (device-side error): the emulated thread goes on (a
+// real one would stop) and the launch reports cudaErrorLaunchFailure.
+inline std::atomic<int> emu_trapped{0};
+inline void __trap() { emu_trapped = 1; }
+
 inline void __syncthreads() { emu_sync_count++; emu_block->bar.arrive_and_wait(); }
-inline void __threadfence() {}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
+template <typename T> inline T __ldcg(const T* p) { return *p; }
 template <typename V>
 inline V __shfl_xor_sync(unsigned mask, V v, int o) {
   if (mask != 0xffffffffu) { std::fprintf(stderr, "emu: partial shuffle mask\n"); std::abort(); }
