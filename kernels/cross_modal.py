@@ -36,10 +36,12 @@ from .cross_modal_attention import (
     attention_bwd_dkv_kernel,
     attention_bwd_dq_kernel,
     attention_fwd_kernel,
+    block_d_cap,
     t_key,
 )
 from .cross_modal_combine import combine_bwd_kernel, combine_fwd_kernel
 from .cross_modal_dropout import dropout_threshold
+from .launch_device import on_inputs_device
 
 X_NAMES = ("x_v", "x_a", "x_t")
 LEN_NAMES = ("len_v", "len_a", "len_t")
@@ -47,10 +49,9 @@ MODALITY_NAMES = ("video", "audio", "text")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # The full `saved` layout (csrc/cross_modal/cross_modal.cpp); the op returns the present entries.
-N_SAVED = 36
-S_Y, S_O, S_U, S_STATS, S_LSE, S_QT, S_Z, S_PSUM = 0, 3, 6, 9, 12, 18, 24, 30
+N_SAVED = 37
+S_Y, S_O, S_U, S_STATS, S_LSE, S_QT, S_Z, S_PSUM, S_RNG = 0, 3, 6, 9, 12, 18, 24, 30, 36
 
-MAX_BLOCK_D = 32 if INTERPRET else 256  # column chunk of the attention kernels
 
 
 class Plan(SlotPlan):
@@ -82,6 +83,7 @@ class Plan(SlotPlan):
             on[S_LSE + p] = self.mode[p] != KEY_LEN_1
             on[S_QT + p] = on[S_Z + p] = self.mode[p] == ABSORBED
             on[S_PSUM + p] = self.mode[p] == ABSORBED and self.attn_p > 0
+        on[S_RNG] = self.attn_p > 0 or self.out_p > 0
         return on
 
     def kernel_plan(self) -> dict[str, int]:
@@ -143,7 +145,9 @@ def _check_and_plan(op, x, lens, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps, h
             _fail(op, f"`{LEN_NAMES[m]}` is on {length.device} but `x_v` is on {x[0].device}")
         lens[m] = length.to(torch.long).contiguous()
         x[m] = x[m].contiguous()
-    if B > 0 and not _is_traced(*lens):  # one device sync for the six bounds
+    # Lengths on the host (the interpreter) are checked here; on a GPU the kernels
+    # check the ones they read (no host round trip) and clamp all of them.
+    if B > 0 and not x[0].is_cuda and not _is_traced(*lens):
         bounds = torch.stack([f(length) for length in lens for f in (torch.min, torch.max)]).tolist()
         for m in range(3):
             lo, hi = bounds[2 * m], bounds[2 * m + 1]
@@ -180,12 +184,11 @@ def _check_and_plan(op, x, lens, in_w, in_b, out_w, out_b, ln_w, ln_b, ln_eps, h
         _fail(op, f"modes must list 6 pathway modes, got {len(modes)}")
     t = [x[m].shape[1] for m in range(3)]
     eff_attn, eff_out = (attn_p, out_p) if training else (0.0, 0.0)
-    if eff_attn > 0 or eff_out > 0:
-        if rng is None:
-            _fail(op, "dropout is active (training with p > 0) but no `rng` tensor (int64 [2]: seed, offset) "
-                      "was given")
+    if rng is not None:
         if rng.numel() != 2 or rng.dtype != torch.long:
             _fail(op, f"`rng` must be an int64 tensor [2] (seed, offset), got {rng.dtype} {list(rng.shape)}")
+        if rng.device.type != "cpu" and rng.device != x[0].device:
+            _fail(op, f"`rng` is on {rng.device}; pass it on the CPU or on the inputs' device {x[0].device}")
     for p, mode in enumerate(modes):
         if mode not in (GENERAL, KEY_LEN_1, ABSORBED):
             _fail(op, f"modes[{p}] ({PATHWAY_NAMES[p]}) = {mode} is not a pathway mode (0 general, 1 key "
@@ -208,44 +211,79 @@ class _Dropout:
         self.rng = rng_dev
 
 
-def _rng_on_device(rng: Tensor | None, like: Tensor) -> Tensor:
+def _rng_state(rng: Tensor | None, like: Tensor) -> Tensor:
+    """The (seed, offset) of a call's masks on the inputs' device, which the kernels
+    read: the given ``rng`` (a CPU one is copied there: fine eagerly, fixed in a
+    captured CUDA graph), or else drawn ON the device from its default generator
+    (graph-safe: a captured graph draws new values on every replay; no host sync)."""
     if rng is None:
-        return like.new_zeros((2,), dtype=torch.long)
-    return rng.to(device=like.device, dtype=torch.long).contiguous()
+        return torch.randint(0, 2**62, (2,), dtype=torch.long, device=like.device)
+    return rng.to(device=like.device, copy=True)  # never an alias of an input (saved is an output)
 
 
-def _attention_launch(plan: Plan, lens, drop: _Dropout):
+def _attention_launch(plan: Plan, lens, drop: _Dropout, dtype: torch.dtype):
     """Arguments after the pointers, constexprs and grids of the three attention kernels.
 
-    Grids: (tiles of the largest problem, B * H, problems) for the forward and dQ,
-    (key tiles of the largest unit, B * H, units) for dK/dV; programs past their
+    Grids: (B * H, tiles of the largest problem, problems) for the forward and dQ,
+    (B * H, key tiles of the largest unit, units) for dK/dV; programs past their
     problem's tiles do nothing."""
     probs = plan.problems()
-    hds = [plan.d if plan.mode[p] == ABSORBED else plan.head_dim for p in range(6)]
-    bd = min(MAX_BLOCK_D, max(16, triton.next_power_of_2(max(hds[p] for p in probs))))
-    # dK/dV units: general pathways p (0..5), then key modalities m with absorbed pathways (6 + m)
-    units = [p for p in probs if plan.mode[p] == GENERAL]
-    units += [6 + m for m in range(3) if any(plan.mode[p] == ABSORBED and KEY[p] == m for p in range(6))]
+    hds = _head_dims(plan)
+    kwargs = attention_constexprs(plan, drop.on, dtype)
+    bd = kwargs["BLOCK_D"]
+    units = _dkv_units(plan)
     unit_t = [plan.t[KEY[u]] if u < 6 else plan.t[u - 6] for u in units]
     unit_hd = [plan.head_dim if u < 6 else plan.d for u in units]
     bh = plan.batch * plan.heads
 
     def query_grid(meta):
-        return (max(triton.cdiv(plan.t[QUERY[p]], meta["BLOCK_M"]) * triton.cdiv(hds[p], bd) for p in probs),
-                bh, len(probs))
+        tiles = max(triton.cdiv(plan.t[QUERY[p]], meta["BLOCK_M"]) * triton.cdiv(hds[p], bd) for p in probs)
+        return _grid(bh, tiles, len(probs))
 
     def key_grid(meta):
-        return (max(triton.cdiv(t, meta["BLOCK_N"]) * triton.cdiv(hd, bd) for t, hd in zip(unit_t, unit_hd)),
-                bh, len(units))
+        tiles = max(triton.cdiv(t, meta["BLOCK_N"]) * triton.cdiv(hd, bd) for t, hd in zip(unit_t, unit_hd))
+        return _grid(bh, tiles, len(units))
 
     args = [*lens, drop.rng, drop.threshold, drop.inv_keep, 1.0 / math.sqrt(plan.head_dim),
             *plan.t, plan.d, plan.heads, t_key(max(plan.t))]
-    kwargs = dict(plan.kernel_plan(), PROBS=sum(p << (3 * i) for i, p in enumerate(probs)),
-                  UNITS=sum(u << (4 * i) for i, u in enumerate(units)), DROPOUT=drop.on,
-                  PSUM=drop.on and any(m == ABSORBED for m in plan.mode), PREC="ieee", BLOCK_D=bd,
-                  ALIGN=math.gcd(plan.head_dim, 16),
-                  EVEN_D=all(hds[p] % bd == 0 for p in probs))
     return args, kwargs, query_grid, key_grid if units else None
+
+
+def _grid(bh: int, tiles: int, n: int) -> tuple[int, int, int]:
+    """(B * H, tiles, problems or units), within CUDA's grid limits (2^31 - 1, 65535, 65535)."""
+    if bh > 2**31 - 1 or tiles > 65535:
+        raise RuntimeError(
+            f"maven_fast::cross_modal_block_triton: {bh} batch-head pairs and {tiles} tiles per pair exceed "
+            "the CUDA grid (at most 2^31 - 1 and 65535); split the batch or shorten the sequences")
+    return bh, tiles, n
+
+
+def _head_dims(plan: Plan) -> list[int]:
+    """Head size of each pathway's attention: D for absorbed pathways, D / H otherwise."""
+    return [plan.d if plan.mode[p] == ABSORBED else plan.head_dim for p in range(6)]
+
+
+def _dkv_units(plan: Plan) -> list[int]:
+    """dK/dV units: general pathways p (0..5), then key modalities m with absorbed pathways (6 + m)."""
+    units = [p for p in plan.problems() if plan.mode[p] == GENERAL]
+    return units + [6 + m for m in range(3) if any(plan.mode[p] == ABSORBED and KEY[p] == m for p in range(6))]
+
+
+def attention_constexprs(plan: Plan, dropout: bool, dtype: torch.dtype, interpret: bool = INTERPRET) -> dict:
+    """The compile-time arguments of the three attention kernels for a plan with at
+    least one problem and elements of ``dtype``, except BLOCK_M and BLOCK_N (the
+    autotuner's). ``dropout``: attention dropout is on; ``interpret``: for Triton's
+    interpreter (else a GPU). The launches and the ahead-of-time check
+    (maven_fast/triton_aot.py) call this. BLOCK_D: the head size rounded up to a
+    power of two, at most :func:`block_d_cap` (column chunks above it)."""
+    probs = plan.problems()
+    hds = _head_dims(plan)
+    cap = block_d_cap(dtype, interpret)
+    bd = min(cap, max(16, triton.next_power_of_2(max(hds[p] for p in probs))))
+    return dict(plan.kernel_plan(), PROBS=sum(p << (3 * i) for i, p in enumerate(probs)),
+                UNITS=sum(u << (4 * i) for i, u in enumerate(_dkv_units(plan))), DROPOUT=dropout,
+                PSUM=dropout and any(m == ABSORBED for m in plan.mode), PREC="ieee", BLOCK_D=bd,
+                ALIGN=math.gcd(plan.head_dim, 16), EVEN_D=all(hds[p] % bd == 0 for p in probs))
 
 
 def _per_pathway(ts: Sequence[Tensor | None], dummy: Tensor) -> list[Tensor]:
@@ -253,10 +291,25 @@ def _per_pathway(ts: Sequence[Tensor | None], dummy: Tensor) -> list[Tensor]:
     return [dummy if t is None else t for t in ts]
 
 
-def _combine_blocks(d: int) -> tuple[int, int]:
+def _combine_blocks(d: int, interpret: bool = INTERPRET) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_D) of the combine kernels for model size d."""
     block_d = triton.next_power_of_2(max(d, 16))
-    block_r = 4 if INTERPRET else max(1, min(16, 4096 // block_d))
+    block_r = 4 if interpret else max(1, min(16, 4096 // block_d))
     return block_r, block_d
+
+
+def combine_constexprs(plan: Plan, backward: bool, interpret: bool = INTERPRET) -> dict:
+    """The compile-time arguments of combine_fwd_kernel (or, ``backward``,
+    combine_bwd_kernel) for a plan with batch size >= 1 (the backward's grid has
+    3 B programs). The launches and the ahead-of-time check call this."""
+    block_r, block_d = _combine_blocks(plan.d, interpret)
+    meta = dict(ITEMS=sum(1 << p for p in plan.item_pathways()), ATTN_DROP=plan.attn_p > 0,
+                OUT_DROP=plan.out_p > 0, BLOCK_R=block_r, BLOCK_D=block_d)
+    if backward:
+        meta["BLOCK_P"] = max(1, min(triton.next_power_of_2(3 * plan.batch), 4096 // block_d))
+    else:
+        meta["ROWS"] = sum(1 << m for m in range(3) if plan.row_pathways(m))
+    return meta
 
 
 # --------------------------------------------------------------------------- forward
@@ -272,9 +325,11 @@ def _block_forward(op, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight, in_pr
     acc = torch.float32
     dummy = x0.new_empty((1,))
     dummy32 = x0.new_empty((1,), dtype=acc)
-    rng_dev = _rng_on_device(rng, x0) if (P.attn_p > 0 or P.out_p > 0) else x0.new_zeros((2,), dtype=torch.long)
+    dropout = P.attn_p > 0 or P.out_p > 0
+    rng_dev = _rng_state(rng, x0) if dropout else lens[0]  # (not read without dropout)
     attn_drop, out_drop = _Dropout(P.attn_p, rng_dev), _Dropout(P.out_p, rng_dev)
     saved: list[Tensor | None] = [None] * N_SAVED
+    saved[S_RNG] = rng_dev if dropout else None
 
     # 1. Grouped input projections.
     xf = [xs[m].view(B * T[m], D) for m in range(3)]
@@ -312,7 +367,7 @@ def _block_forward(op, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight, in_pr
         if P.mode[p] == ABSORBED:
             saved[S_QT + p], saved[S_Z + p], saved[S_PSUM + p] = qt[p], z[p], psum[p]
     if P.problems() and B > 0:
-        args, kwargs, query_grid, _ = _attention_launch(P, lens, attn_drop)
+        args, kwargs, query_grid, _ = _attention_launch(P, lens, attn_drop, x0.dtype)
         wrap_triton(attention_fwd_kernel)[query_grid](
             *_per_pathway(q_src, dummy), *_per_pathway(kv_src, dummy), *_per_pathway(o_dst, dummy),
             *_per_pathway(lse, dummy32), *_per_pathway(psum, dummy32), *args, **kwargs)
@@ -358,15 +413,13 @@ def _block_forward(op, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight, in_pr
     y_out = [x0.new_empty((B, T[m], D)) for m in range(3)]
     item_len = [lens[KEY[p]] for p in range(6)]
     if B > 0:
-        block_r, block_d = _combine_blocks(D)
-        n_tiles = sum(triton.cdiv(B * T[m], block_r) for m in range(3))
+        meta = combine_constexprs(P, backward=False)
+        n_tiles = sum(triton.cdiv(B * T[m], meta["BLOCK_R"]) for m in range(3))
         wrap_triton(combine_fwd_kernel)[(n_tiles,)](
             *xs, *_per_pathway(rows, dummy), *u, *stats, *y_out,
             *_per_pathway(items, dummy), *out_b, *item_len, ln_w, ln_b, rng_dev,
             attn_drop.threshold, attn_drop.inv_keep, out_drop.threshold, out_drop.inv_keep, float(ln_eps),
-            B, *T, D, item_heads,
-            ITEMS=sum(1 << p for p in P.item_pathways()), ROWS=sum(1 << m for m in range(3) if rows[m] is not None),
-            ATTN_DROP=attn_drop.on, OUT_DROP=out_drop.on, BLOCK_R=block_r, BLOCK_D=block_d,
+            B, *T, D, item_heads, **meta,
         )
     for m in range(3):
         saved[S_U + m], saved[S_STATS + m] = u[m], stats[m]
@@ -387,10 +440,10 @@ def _bias_coef(P: Plan, psum: Tensor | None, key_len: Tensor, tx: int, h: int, d
 # --------------------------------------------------------------------------- backward
 def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight,
                     in_proj_bias, out_proj_weight, out_proj_bias, ln_weight, ln_bias, ln_eps, num_heads, modes,
-                    attn_dropout_p, dropout_p, training, rng, saved_list):
+                    attn_dropout_p, dropout_p, training, saved_list):
     xs, lens, prm, P = _check_and_plan(
         op, (x_v, x_a, x_t), (len_v, len_a, len_t), in_proj_weight, in_proj_bias, out_proj_weight,
-        out_proj_bias, ln_weight, ln_bias, ln_eps, num_heads, modes, attn_dropout_p, dropout_p, training, rng)
+        out_proj_bias, ln_weight, ln_bias, ln_eps, num_heads, modes, attn_dropout_p, dropout_p, training, None)
     in_w, in_b, out_w, out_b, ln_w, ln_b = prm
     B, D, H, hd, T = P.batch, P.d, P.heads, P.head_dim, P.t
     x0 = xs[0]
@@ -412,7 +465,12 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
         grads.append(g.to(dt).contiguous())
     dummy = x0.new_empty((1,))
     dummy32 = x0.new_empty((1,), dtype=acc)
-    rng_dev = _rng_on_device(rng, x0) if (P.attn_p > 0 or P.out_p > 0) else x0.new_zeros((2,), dtype=torch.long)
+    rng_dev = saved[S_RNG]
+    if rng_dev is not None and (rng_dev.dtype != torch.long or rng_dev.numel() != 2 or rng_dev.device != x0.device):
+        _fail(op, "the last `saved` entry must be the forward's int64 [2] rng state on the inputs' device, got "
+                  f"{rng_dev.dtype} {list(rng_dev.shape)} on {rng_dev.device}")
+    if rng_dev is None:
+        rng_dev = lens[0]  # not read without dropout
     attn_drop, out_drop = _Dropout(P.attn_p, rng_dev), _Dropout(P.out_p, rng_dev)
     xf = [xs[m].view(B * T[m], D) for m in range(3)]
     Y = [saved[S_Y + m] if saved[S_Y + m] is not None else x0.new_empty((B * T[m], 0)) for m in range(3)]
@@ -430,7 +488,6 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
     for p in P.item_pathways():
         g_items[p] = x0.new_empty((B, item_heads, D))
     if B > 0:
-        block_r, block_d = _combine_blocks(D)
         n_prog = 3 * B
         partial = x0.new_empty((n_prog * 3 * D,), dtype=acc)
         counter = x0.new_zeros((1,), dtype=torch.int32)
@@ -439,9 +496,7 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
             *_per_pathway(g_items, dummy), *[lens[KEY[p]] for p in range(6)],
             ln_w, rng_dev, partial, counter, g_ln_w, g_ln_b, *g_bias_rows,
             attn_drop.threshold, attn_drop.inv_keep, out_drop.threshold, out_drop.inv_keep,
-            B, *T, D, item_heads,
-            ITEMS=sum(1 << p for p in P.item_pathways()), ATTN_DROP=attn_drop.on, OUT_DROP=out_drop.on,
-            BLOCK_R=block_r, BLOCK_D=block_d, BLOCK_P=max(1, min(triton.next_power_of_2(n_prog), 4096 // block_d)),
+            B, *T, D, item_heads, **combine_constexprs(P, backward=True),
         )
     g_out_b = [g_bias_rows[QUERY[p]].to(dt, copy=True) for p in range(6)]
 
@@ -512,7 +567,7 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
         common = [*_per_pathway(q_src, dummy), *_per_pathway(kv_src, dummy), *_per_pathway(o_src, dummy),
                   *_per_pathway(do_src, dummy), *_per_pathway(lse, dummy32), *_per_pathway(psum, dummy32),
                   *_per_pathway(dpsum, dummy32)]
-        args, kwargs, query_grid, key_grid = _attention_launch(P, lens, attn_drop)
+        args, kwargs, query_grid, key_grid = _attention_launch(P, lens, attn_drop, x0.dtype)
         wrap_triton(attention_bwd_dq_kernel)[query_grid](*common, *_per_pathway(dq_dst, dummy), *args, **kwargs)
         # dx_y of a key modality with absorbed pathways: gsum_y + dK + dV, into a new buffer.
         g_new: list[Tensor | None] = [None] * 3
@@ -557,39 +612,35 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
 
 
 # --------------------------------------------------------------------------- ops
-_FWD_SCHEMA = (
-    "(Tensor x_v, Tensor x_a, Tensor x_t, Tensor len_v, Tensor len_a, Tensor len_t, Tensor[] in_proj_weight, "
-    "Tensor[] in_proj_bias, Tensor[] out_proj_weight, Tensor[] out_proj_bias, Tensor ln_weight, Tensor ln_bias, "
-    "float ln_eps, int num_heads, int[] modes, float attn_dropout_p, float dropout_p, bool training, Tensor? rng) "
-    "-> (Tensor, Tensor, Tensor, Tensor[])"
-)
-_BWD_SCHEMA = (
-    "(Tensor grad_v, Tensor grad_a, Tensor grad_t, Tensor x_v, Tensor x_a, Tensor x_t, Tensor len_v, "
-    "Tensor len_a, Tensor len_t, Tensor[] in_proj_weight, Tensor[] in_proj_bias, Tensor[] out_proj_weight, "
-    "Tensor[] out_proj_bias, Tensor ln_weight, Tensor ln_bias, float ln_eps, int num_heads, int[] modes, "
-    "float attn_dropout_p, float dropout_p, bool training, Tensor? rng, Tensor[] saved) -> Tensor[]"
-)
-
-
-@triton_op("maven_fast::cross_modal_block_triton", mutates_args=(), schema=_FWD_SCHEMA)
-def cross_modal_block_triton(x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight, in_proj_bias, out_proj_weight,
-                             out_proj_bias, ln_weight, ln_bias, ln_eps, num_heads, modes, attn_dropout_p,
-                             dropout_p, training, rng):
-    with torch.autocast(x_v.device.type, enabled=False):
+# The schemas are inferred from the annotations (every supported torch reads
+# them; torch 2.11 ignores an explicit `schema=`); they equal the C++ ops'
+# (csrc/registration.cpp).
+@triton_op("maven_fast::cross_modal_block_triton", mutates_args=())
+def cross_modal_block_triton(
+    x_v: Tensor, x_a: Tensor, x_t: Tensor, len_v: Tensor, len_a: Tensor, len_t: Tensor,
+    in_proj_weight: list[Tensor], in_proj_bias: list[Tensor], out_proj_weight: list[Tensor],
+    out_proj_bias: list[Tensor], ln_weight: Tensor, ln_bias: Tensor, ln_eps: float, num_heads: int,
+    modes: list[int], attn_dropout_p: float, dropout_p: float, training: bool, rng: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    with torch.autocast(x_v.device.type, enabled=False), on_inputs_device(x_v):
         return _block_forward("maven_fast::cross_modal_block_triton", x_v, x_a, x_t, len_v, len_a, len_t,
                               in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, ln_weight, ln_bias,
                               ln_eps, num_heads, modes, attn_dropout_p, dropout_p, training, rng)
 
 
-@triton_op("maven_fast::cross_modal_block_triton_backward", mutates_args=(), schema=_BWD_SCHEMA)
-def cross_modal_block_triton_backward(grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight,
-                                      in_proj_bias, out_proj_weight, out_proj_bias, ln_weight, ln_bias, ln_eps,
-                                      num_heads, modes, attn_dropout_p, dropout_p, training, rng, saved):
-    with torch.autocast(x_v.device.type, enabled=False):
+@triton_op("maven_fast::cross_modal_block_triton_backward", mutates_args=())
+def cross_modal_block_triton_backward(
+    grad_v: Tensor, grad_a: Tensor, grad_t: Tensor, x_v: Tensor, x_a: Tensor, x_t: Tensor, len_v: Tensor,
+    len_a: Tensor, len_t: Tensor, in_proj_weight: list[Tensor], in_proj_bias: list[Tensor],
+    out_proj_weight: list[Tensor], out_proj_bias: list[Tensor], ln_weight: Tensor, ln_bias: Tensor,
+    ln_eps: float, num_heads: int, modes: list[int], attn_dropout_p: float, dropout_p: float, training: bool,
+    saved: list[Tensor],
+) -> list[Tensor]:
+    with torch.autocast(x_v.device.type, enabled=False), on_inputs_device(x_v):
         return _block_backward("maven_fast::cross_modal_block_triton_backward", grad_v, grad_a, grad_t, x_v, x_a,
                                x_t, len_v, len_a, len_t, in_proj_weight, in_proj_bias, out_proj_weight,
                                out_proj_bias, ln_weight, ln_bias, ln_eps, num_heads, modes, attn_dropout_p,
-                               dropout_p, training, rng, saved)
+                               dropout_p, training, saved)
 
 
 _registered = False

@@ -32,10 +32,12 @@ Each role (Q, K/V, O, lse, ...) has one base-pointer argument per pathway
 pointer table or host-side address arithmetic is needed (the ops trace under
 torch.compile). lse/psum/dpsum are [B, H, T_x] fp32.
 
-Grids: forward and dQ: (query block x column chunk, b * H + h, problem); dK/dV:
-(key block x column chunk, b * H + h, unit), where units are the general
-pathways and the key modalities with absorbed pathways. Axis 0 is sized for the
-largest problem/unit; programs past theirs do nothing. For a key modality with
+Grids: forward and dQ: (b * H + h, query block x column chunk, problem); dK/dV:
+(b * H + h, key block x column chunk, unit), where units are the general
+pathways and the key modalities with absorbed pathways: B * H on axis 0 (up to
+2^31 - 1 programs; axes 1 and 2 allow 65535). Axis 1 is sized for the largest
+problem/unit; programs past theirs do nothing. Key lengths are clamped to
+[0, T] where they are read (the forward checks them: device-side error). For a key modality with
 absorbed pathways ONE program (h = 0) per key block sums dK + dV over both
 absorbed pathways and all heads, reads the modality's incoming gradient and
 writes gradient + dK + dV to a new buffer: the shared-K accumulation is
@@ -52,6 +54,8 @@ import triton
 import triton.language as tl
 
 from .cross_modal_dropout import keep_block, load_rng
+from .device_checks import key_length
+from .launch_config import launch_config
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
@@ -67,28 +71,83 @@ def t_key(max_t: int) -> int:
     return SHORT if max_t <= 128 else LONG
 
 
-_SHAPES = {  # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel kind and sequence class
-    ("fwd", SHORT): [(16, 32, 4, 1), (32, 32, 4, 2), (64, 32, 4, 2)],  # more programs for few rows
-    ("fwd", LONG): [(64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2)],
-    ("bwd", SHORT): [(16, 32, 4, 1), (32, 32, 4, 2), (32, 32, 8, 1)],
-    ("bwd", LONG): [(64, 32, 4, 2), (32, 64, 4, 2), (64, 64, 8, 2)],
+# What the autotuner may choose, per element size (4: fp32; 2: fp16, bf16): the
+# largest column chunk BLOCK_D, and the (BLOCK_M, BLOCK_N, num_warps, num_stages)
+# per kernel kind (fwd, dq, dkv) and sequence class. Every entry compiles for sm_80
+# and sm_90 within a block's shared memory and registers and WITHOUT spills (ptxas
+# of Triton 3.8, with the register limit of launch_config.py; tests/test_triton_aot.py
+# checks it in every test run, the table is bench/results/triton-aot.md). fp32 dots
+# are ieee FMA loops whose operands sit in registers: BLOCK_D 256 (the former cap)
+# spilled up to ~70 KB and needed 192 KB of shared memory (over sm_80's 163 KB), and
+# 64-row fp32 tiles still spill at BLOCK_D 32; the 16-bit tensor-core dots spilled
+# from BLOCK_D 256 and, at BLOCK_D 128, from 64-row tiles (dQ: 32-row) on 4 warps.
+# Shorter sequences get the smaller tiles (more programs).
+_MAX_BLOCK_D = {4: 32, 2: 128}
+_SHAPES = {
+    ("fwd", SHORT, 2): [(32, 32, 4, 2), (64, 32, 8, 2)],
+    ("fwd", LONG, 2): [(64, 32, 8, 2), (64, 64, 8, 2)],
+    ("dq", SHORT, 2): [(16, 32, 8, 1), (32, 32, 8, 2)],
+    ("dq", LONG, 2): [(32, 32, 8, 1), (32, 32, 8, 2)],
+    ("dkv", SHORT, 2): [(16, 32, 4, 1), (32, 32, 8, 2)],
+    ("dkv", LONG, 2): [(32, 32, 8, 2), (64, 32, 8, 2)],
+    ("fwd", SHORT, 4): [(16, 32, 4, 1), (32, 32, 8, 2)],
+    ("fwd", LONG, 4): [(16, 32, 4, 1), (32, 32, 8, 2)],
+    ("dq", SHORT, 4): [(16, 32, 8, 1), (32, 32, 4, 1)],
+    ("dq", LONG, 4): [(16, 32, 8, 1), (32, 32, 4, 1)],
+    ("dkv", SHORT, 4): [(16, 16, 4, 1), (32, 32, 4, 1)],
+    ("dkv", LONG, 4): [(16, 16, 4, 1), (32, 32, 4, 1)],
 }
+INTERPRET_BLOCK_D = 32  # the interpreter's column chunk (small: it is slow)
+
+
+def block_d_cap(dtype, interpret: bool = INTERPRET) -> int:
+    """The largest column chunk BLOCK_D of the attention kernels for elements of
+    ``dtype`` (a torch dtype); the launches take min(this, head size rounded up)."""
+    return INTERPRET_BLOCK_D if interpret else _MAX_BLOCK_D[dtype.itemsize]
+
+
+def config_shape(config: triton.Config) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of an autotune config."""
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages
+
+
+def gpu_configs(kind: str) -> list[triton.Config]:
+    """Every config the autotuner of a ``kind`` ("fwd", "dq" or "dkv") kernel holds on
+    a GPU (all sequence classes and dtypes; :func:`selectable_shapes` says which a
+    call may use). Independent of TRITON_INTERPRET, so the ahead-of-time check sees it."""
+    shapes = dict.fromkeys(s for (k, _, _), ss in _SHAPES.items() if k == kind for s in ss)
+    return [launch_config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in shapes]
 
 
 def _configs(kind: str):
     if INTERPRET:  # the interpreter is slow: one small config
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st)
-            for c in (SHORT, LONG) for m, n, w, st in _SHAPES[(kind, c)]]
+    return gpu_configs(kind)
+
+
+def selectable_shapes(kind: str, seq_class: int, block_d: int, dtype) -> list[tuple[int, int, int, int]]:
+    """The (BLOCK_M, BLOCK_N, num_warps, num_stages) the autotuner may choose for a
+    call of sequence class ``seq_class`` (:func:`t_key`), column chunk ``block_d``
+    and element dtype ``dtype`` (a torch dtype). The one rule used by the pruner
+    and by the ahead-of-time check (maven_fast/triton_aot.py), which compiles
+    every shape this returns for sm_80 and sm_90 and fails on any over the limits.
+    None for a BLOCK_D above :func:`block_d_cap` (never launched)."""
+    if block_d > _MAX_BLOCK_D[dtype.itemsize]:
+        return []
+    return list(_SHAPES[(kind, seq_class, dtype.itemsize)])
 
 
 def _pruner(kind: str):
-    """The autotuner times only the configs of the call's sequence class."""
+    """The autotuner times only the configs :func:`selectable_shapes` allows for the call."""
     def prune(configs, named_args, **kwargs):
-        shapes = _SHAPES.get((kind, named_args["t_key"]), [])
-        keep = [c for c in configs
-                if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in shapes]
-        return keep or configs
+        shapes = selectable_shapes(kind, named_args["t_key"], kwargs["BLOCK_D"], named_args["q0"].dtype)
+        keep = [c for c in configs if config_shape(c) in shapes]
+        if INTERPRET:  # the interpreter's one config is not a GPU shape
+            return keep or configs
+        if not keep:
+            raise ValueError(f"attention {kind}: no autotune config fits t_key={named_args['t_key']}, "
+                             f"BLOCK_D={kwargs['BLOCK_D']}, dtype={named_args['q0'].dtype}")
+        return keep
 
     return prune
 
@@ -189,11 +248,11 @@ def attention_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Online-softmax attention forward of one (pathway, b, h, query block, column chunk)."""
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)
     b = (bh // H).to(tl.int64)
     h = bh % H
     p = (PROBS >> (3 * tl.program_id(2))) & 7
-    local = tl.program_id(0)
+    local = tl.program_id(1)
     (mode, y, tq, tk, hd, q_col, q_sb, q_st, k_col, v_col, k_sb, k_st, k_sh,
      o_col, o_sb, o_st) = _layout(p, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT, ALIGN)
     absorbed = mode == 2
@@ -202,7 +261,7 @@ def attention_fwd_kernel(
     row0 = (local // n_chunks) * BLOCK_M
     rows = row0 + tl.arange(0, BLOCK_M)
     row_ok = rows < tq
-    klen = tl.load(_pick3(y, len0, len1, len2) + b).to(tl.int32)
+    klen = key_length(_pick3(y, len0, len1, len2), b, tk, True)
     klen = tl.where(row0 < tq, klen, 0)  # programs past this pathway's query blocks do nothing
     q_base = _pick6(p, q0, q1, q2, q3, q4, q5) + q_col + b * q_sb + h * hd
     kv = _pick6(p, kv0, kv1, kv2, kv3, kv4, kv5)
@@ -255,8 +314,8 @@ def attention_fwd_kernel(
 
 
 # --------------------------------------------------------------------------- backward: dQ
-@triton.autotune(configs=_configs("bwd"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"],
-                 prune_configs_by={"early_config_prune": _pruner("bwd")})
+@triton.autotune(configs=_configs("dq"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"],
+                 prune_configs_by={"early_config_prune": _pruner("dq")})
 @triton.jit(do_not_specialize=["threshold"])
 def attention_bwd_dq_kernel(
     q0, q1, q2, q3, q4, q5,
@@ -278,11 +337,11 @@ def attention_bwd_dq_kernel(
     """dq_i = scale sum_j ds_ij k_j for one (pathway, b, h, query block, column chunk).
 
     dQ has the layout of Q, dO that of O. Rows of items without keys get 0."""
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)
     b = (bh // H).to(tl.int64)
     h = bh % H
     p = (PROBS >> (3 * tl.program_id(2))) & 7
-    local = tl.program_id(0)
+    local = tl.program_id(1)
     (mode, y, tq, tk, hd, q_col, q_sb, q_st, k_col, v_col, k_sb, k_st, k_sh,
      o_col, o_sb, o_st) = _layout(p, T0, T1, T2, D, H, MODES, QS, KS, VS, OS, NIN, NOUT, ALIGN)
     absorbed = mode == 2
@@ -291,7 +350,7 @@ def attention_bwd_dq_kernel(
     row0 = (local // n_chunks) * BLOCK_M
     rows = row0 + tl.arange(0, BLOCK_M)
     row_ok = rows < tq
-    klen = tl.load(_pick3(y, len0, len1, len2) + b).to(tl.int32)
+    klen = key_length(_pick3(y, len0, len1, len2), b, tk, False)
     klen = tl.where(row0 < tq, klen, 0)  # programs past this pathway's query blocks do nothing
     q_off = q_col + b * q_sb + h * hd
     q_base = _pick6(p, q0, q1, q2, q3, q4, q5) + q_off
@@ -340,8 +399,8 @@ def attention_bwd_dq_kernel(
 
 
 # --------------------------------------------------------------------------- backward: dK, dV
-@triton.autotune(configs=_configs("bwd"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"],
-                 prune_configs_by={"early_config_prune": _pruner("bwd")})
+@triton.autotune(configs=_configs("dkv"), key=["t_key", "BLOCK_D", "DROPOUT", "PSUM"],
+                 prune_configs_by={"early_config_prune": _pruner("dkv")})
 @triton.jit(do_not_specialize=["threshold"])
 def attention_bwd_dkv_kernel(
     q0, q1, q2, q3, q4, q5,
@@ -365,11 +424,11 @@ def attention_bwd_dkv_kernel(
     column chunk of a general pathway's (b, h) (written to dkv_p in the layout of K
     and V; keys j >= len get 0), or, for a key modality m with absorbed pathways,
     gout_m[b, j] = gin_m[b, j] + sum over those pathways and heads of dk_j + dv_j."""
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)
     b = (bh // H).to(tl.int64)
     h = bh % H
     unit = (UNITS >> (4 * tl.program_id(2))) & 15
-    local = tl.program_id(0)
+    local = tl.program_id(1)
     shared = unit >= 6
     m = unit - 6
     # members: the general pathway itself, or the (up to two) absorbed pathways keyed on m
@@ -383,7 +442,7 @@ def attention_bwd_dkv_kernel(
     chunk = local % n_chunks
     col0 = (local // n_chunks) * BLOCK_N
     cols = col0 + tl.arange(0, BLOCK_N)
-    klen = tl.load(_pick3(y, len0, len1, len2) + b).to(tl.int32)
+    klen = key_length(_pick3(y, len0, len1, len2), b, tk, False)
     col_ok = cols < klen
     dcol = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
     dcol_ok = (dcol < hd) | EVEN_D

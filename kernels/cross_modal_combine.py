@@ -31,6 +31,8 @@ import triton
 import triton.language as tl
 
 from .cross_modal_dropout import keep_block, keep_column0, load_rng
+from .device_checks import check_item_lengths
+from .launch_config import launch_config
 
 
 @triton.jit
@@ -43,6 +45,7 @@ def _pick6(i, a0, a1, a2, a3, a4, a5):
     return tl.where(i < 3, _pick3(i, a0, a1, a2), _pick3(i - 3, a3, a4, a5))
 
 
+@triton.autotune(configs=[launch_config({})], key=[])  # one config: the launch options
 @triton.jit(do_not_specialize=["attn_threshold", "out_threshold"])
 def combine_fwd_kernel(
     x0, x1, x2, rows0, rows1, rows2, u0, u1, u2, st0, st1, st2, y0, y1, y2,
@@ -78,8 +81,9 @@ def combine_fwd_kernel(
         is_item = ((ITEMS >> p) & 1) == 1
         s += tl.load(_pick6(p, ob0, ob1, ob2, ob3, ob4, ob5) + cols, mask=c_ok & is_item,
                      other=0.0).to(tl.float32)[None, :]
-        has = r_ok & is_item & (tl.load(_pick6(p, il0, il1, il2, il3, il4, il5) + b, mask=r_ok & is_item,
-                                        other=0) > 0)
+        ilen = tl.load(_pick6(p, il0, il1, il2, il3, il4, il5) + b, mask=r_ok & is_item, other=0)
+        check_item_lengths(ilen, r_ok & is_item)
+        has = r_ok & is_item & (ilen > 0)
         c_ptr = _pick6(p, c0, c1, c2, c3, c4, c5)
         for hh in range(0, item_heads):
             coef = has.to(tl.float32)
@@ -134,6 +138,7 @@ def _grad_rows(u_ptr, st_ptr, gy_ptr, gamma, b, i0, t, m, D, k0, k1, offset, out
     return g, xhat, tl.where(mask, du, 0.0), at, mask, i
 
 
+@triton.autotune(configs=[launch_config({})], key=[])  # one config: the launch options
 @triton.jit(do_not_specialize=["attn_threshold", "out_threshold"])
 def combine_bwd_kernel(
     u0, u1, u2, st0, st1, st2, gy0, gy1, gy2, gs0, gs1, gs2,

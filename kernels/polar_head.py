@@ -22,6 +22,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from .launch_config import launch_config
+from .launch_device import on_inputs_device
+
 PI = math.pi
 SQRT2 = math.sqrt(2.0)
 MAX_D = 4096
@@ -62,11 +65,16 @@ def _row_tile(x_ptr, ldx, w_ptr, b_ptr, rows, cols, n, d, BOUNDED: tl.constexpr)
 
 @triton.jit
 def _last_program(counter_ptr, num_programs):
-    """True in the program that takes the last ticket (after all partials are stored)."""
+    """True in the program that takes the last ticket (after all partials are stored).
+
+    The barrier first: every warp of this program has stored its part of the
+    partials before the ticket (one thread's release) publishes them."""
+    tl.debug_barrier()
     ticket = tl.atomic_add(counter_ptr, 1, sem="acq_rel")
     return ticket == num_programs - 1
 
 
+@triton.autotune(configs=[launch_config({})], key=[])  # one config: the launch options
 @triton.jit
 def polar_head_fwd_kernel(
     x_ptr, ldx, w_ptr, b_ptr, target_ptr, mask_ptr,
@@ -117,6 +125,7 @@ def polar_head_fwd_kernel(
             tl.store(nvalid_ptr, 0.0)
 
 
+@triton.autotune(configs=[launch_config({})], key=[])  # one config: the launch options
 @triton.jit
 def polar_head_bwd_kernel(
     gva_ptr, gti_ptr, gloss_ptr, x_ptr, ldx, w_ptr, b_ptr, target_ptr, mask_ptr, nvalid_ptr,
@@ -209,16 +218,41 @@ def polar_head_bwd_kernel(
 
 
 # --------------------------------------------------------------------------- launch
-def _launch_shape(n: int, d: int, device: torch.device) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_D, programs): tiles of ~4K elements; at most 4 programs per SM."""
+def launch_shape(n: int, d: int, max_programs: int) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_D, programs) for n rows of d features: tiles of ~4K
+    elements, at most ``max_programs`` programs. No tensors: the launches and the
+    ahead-of-time check (maven_fast/triton_aot.py) call this."""
     block_d = triton.next_power_of_2(max(d, 16))
     block_n = max(1, min(64, 4096 // block_d))
     tiles = triton.cdiv(max(n, 1), block_n)
-    if device.type == "cuda":
-        cap = 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    else:  # interpreter: a few programs, so the cross-program reduction is exercised
-        cap = 4
-    return block_n, block_d, max(1, min(tiles, cap))
+    return block_n, block_d, max(1, min(tiles, max_programs))
+
+
+def max_programs(sm_count: int | None) -> int:
+    """At most 4 programs per SM; ``None`` (interpreter): 4, so the cross-program
+    reduction is exercised."""
+    return 4 if sm_count is None else 4 * sm_count
+
+
+def forward_constexprs(block_n: int, block_d: int, programs: int, bounded: bool, has_target: bool,
+                       has_mask: bool) -> dict:
+    """The compile-time arguments of polar_head_fwd_kernel (BLOCK_P: the loss
+    reduction's width, the programs rounded up to a power of two)."""
+    return dict(BOUNDED=bounded, HAS_TARGET=has_target, HAS_MASK=has_mask, BLOCK_N=block_n,
+                BLOCK_D=block_d, BLOCK_P=triton.next_power_of_2(programs))
+
+
+def backward_constexprs(block_n: int, block_d: int, bounded: bool, has_gva: bool, has_gti: bool,
+                        has_loss: bool, has_mask: bool) -> dict:
+    """The compile-time arguments of polar_head_bwd_kernel."""
+    return dict(BOUNDED=bounded, HAS_GVA=has_gva, HAS_GTI=has_gti, HAS_LOSS=has_loss, HAS_MASK=has_mask,
+                BLOCK_N=block_n, BLOCK_D=block_d)
+
+
+def _launch_shape(n: int, d: int, device: torch.device) -> tuple[int, int, int]:
+    """:func:`launch_shape` with the SM count of ``device`` (CUDA) or the interpreter's cap."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else None
+    return launch_shape(n, d, max_programs(sms))
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, op: str) -> None:
@@ -261,13 +295,13 @@ def polar_head_triton(
     msk = None if mask is None else mask.contiguous()
     partial = x.new_empty((2 * programs,), dtype=torch.float32)
     counter = x.new_zeros((1,), dtype=torch.int32)
-    wrap_triton(polar_head_fwd_kernel)[(programs,)](
-        x, x.stride(0), weight.contiguous(), bias.contiguous(),
-        tgt if tgt is not None else partial, msk if msk is not None else counter,
-        va, ti, loss, n_valid, partial, counter, n, d,
-        BOUNDED=bounded, HAS_TARGET=tgt is not None, HAS_MASK=msk is not None,
-        BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_P=triton.next_power_of_2(programs),
-    )
+    with on_inputs_device(x):
+        wrap_triton(polar_head_fwd_kernel)[(programs,)](
+            x, x.stride(0), weight.contiguous(), bias.contiguous(),
+            tgt if tgt is not None else partial, msk if msk is not None else counter,
+            va, ti, loss, n_valid, partial, counter, n, d,
+            **forward_constexprs(block_n, block_d, programs, bounded, tgt is not None, msk is not None),
+        )
     return va, ti, loss, n_valid
 
 
@@ -294,16 +328,16 @@ def polar_head_triton_backward(
     gl = None if grad_loss is None else grad_loss.to(torch.float32)
     partial = x.new_empty((programs * (2 * d + 2),), dtype=torch.float32)
     counter = x.new_zeros((1,), dtype=torch.int32)
-    wrap_triton(polar_head_bwd_kernel)[(programs,)](
-        gva if gva is not None else x, gti if gti is not None else x, gl if gl is not None else partial,
-        x, x.stride(0), weight.contiguous(), bias.contiguous(),
-        tgt if tgt is not None else partial, msk if msk is not None else counter,
-        n_valid.to(torch.float32),
-        grad_x, grad_w, grad_b, partial, counter, n, d,
-        BOUNDED=bounded, HAS_GVA=gva is not None, HAS_GTI=gti is not None,
-        HAS_LOSS=has_loss, HAS_MASK=msk is not None,
-        BLOCK_N=block_n, BLOCK_D=block_d,
-    )
+    with on_inputs_device(x):
+        wrap_triton(polar_head_bwd_kernel)[(programs,)](
+            gva if gva is not None else x, gti if gti is not None else x, gl if gl is not None else partial,
+            x, x.stride(0), weight.contiguous(), bias.contiguous(),
+            tgt if tgt is not None else partial, msk if msk is not None else counter,
+            n_valid.to(torch.float32),
+            grad_x, grad_w, grad_b, partial, counter, n, d,
+            **backward_constexprs(block_n, block_d, bounded, gva is not None, gti is not None, has_loss,
+                                  msk is not None),
+        )
     return grad_x, grad_w, grad_b
 
 
