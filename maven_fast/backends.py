@@ -7,8 +7,8 @@ Backends:
               a CUDA toolkit and a CUDA torch were present at build time)
   ``triton``  the Triton kernels in ``maven_fast.kernels`` (CUDA tensors; CPU
               tensors only under ``TRITON_INTERPRET=1``, for testing)
-  ``auto``    CUDA tensors -> ``cuda`` if compiled, else ``triton``;
-              CPU tensors -> ``cpu``.
+  ``auto``    CPU tensors -> ``cpu``; CUDA tensors -> the first backend that
+              can run in the op's order for their dtype (:data:`AUTO_GPU_ORDER`).
 
 A backend that cannot run raises :class:`BackendUnavailable` listing every
 reason; there is never a silent fallback to another backend.
@@ -26,6 +26,35 @@ from maven_fast._extension import extension, extension_error
 
 BACKENDS = ("eager", "cpu", "cuda", "triton")
 BACKEND_CHOICES = ("auto",) + BACKENDS
+
+# What ``auto`` runs on CUDA tensors, per op and dtype: backends in order of
+# preference (the first that can run). ESTIMATES, not measurements: no GPU has
+# timed these kernels yet; a GPU benchmark (bench/gpu.sh) is to replace them.
+# Ops not listed: AUTO_GPU_DEFAULT.
+AUTO_GPU_DEFAULT = ("cuda", "triton")
+AUTO_GPU_ORDER: dict[str, dict[torch.dtype, tuple[str, ...]]] = {
+    "cross_modal_block": {
+        torch.float32: ("cuda", "triton"),
+        torch.bfloat16: ("triton", "cuda"),
+        torch.float16: ("triton", "cuda"),
+    },
+}
+AUTO_GPU_REASON = {
+    ("cross_modal_block", torch.float32): (
+        "both run fp32 attention on CUDA cores (Triton's fp32 dots use IEEE precision, no TF32); the CUDA "
+        "kernels skip Triton's launch overhead (estimate)"),
+    ("cross_modal_block", torch.bfloat16): (
+        "Triton's bf16 dots run on tensor cores; the CUDA kernels are fp32 SIMT (every product through "
+        "shared memory into FMAs), estimated ~10x slower at long sequences (estimate, not measured)"),
+    ("cross_modal_block", torch.float16): (
+        "Triton's fp16 dots run on tensor cores; the CUDA kernels are fp32 SIMT, estimated ~10x slower "
+        "at long sequences (estimate, not measured)"),
+}
+
+
+def auto_gpu_order(op: str, dtype: torch.dtype | None) -> tuple[str, ...]:
+    """The backends ``auto`` tries, in order, for op ``op`` on CUDA tensors of ``dtype``."""
+    return AUTO_GPU_ORDER.get(op, {}).get(dtype, AUTO_GPU_DEFAULT)
 
 
 class BackendUnavailable(RuntimeError):
@@ -126,8 +155,16 @@ def resolve_backend(
         )
     if backend == "auto":
         if device.type == "cuda":
-            cuda_ok = not backend_problems("cuda", device, dtype, supported_dtypes.get("cuda"))
-            backend = "cuda" if cuda_ok else "triton"
+            order = auto_gpu_order(op, dtype)
+            problems = {b: backend_problems(b, device, dtype, supported_dtypes.get(b)) for b in order}
+            runnable = [b for b in order if not problems[b]]
+            if not runnable:
+                raise BackendUnavailable(
+                    f"{op}: backend 'auto' found no fused backend for {dtype} tensors on {device}:\n"
+                    + "\n".join(f"  {b}:\n    - " + "\n    - ".join(problems[b]) for b in order)
+                    + "\n(backend='eager' runs the pure-PyTorch reference everywhere)"
+                )
+            backend = runnable[0]
         else:
             backend = "cpu"
     problems = backend_problems(backend, device, dtype, supported_dtypes.get(backend))

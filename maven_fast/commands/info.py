@@ -14,6 +14,7 @@ def run(args) -> int:
     import torch
 
     import maven_fast
+    from maven_fast.backends import AUTO_GPU_DEFAULT, AUTO_GPU_REASON, auto_gpu_order
 
     info = maven_fast.build_info()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -28,4 +29,9 @@ def run(args) -> int:
         print(f"\nbackends for {device} tensors:")
         for name, problems in table.items():
             print(f"  {name:<7} {'available' if not problems else 'unavailable: ' + '; '.join(problems)}")
+    print("\n`auto` on CUDA tensors tries, in order (estimates until a GPU benchmark replaces them):")
+    for (op, dtype), reason in AUTO_GPU_REASON.items():
+        order = ", ".join(auto_gpu_order(op, dtype))
+        print(f"  {op} {str(dtype).replace('torch.', '')}: {order} - {reason}")
+    print(f"  other ops: {', '.join(AUTO_GPU_DEFAULT)}")
     return 0
