@@ -26,11 +26,12 @@ from collections.abc import Sequence
 import torch
 import triton
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from maven_fast.ops.cross_modal import ABSORBED, GENERAL, KEY, KEY_LEN_1, QUERY, SlotPlan
 from maven_fast.ops.cross_modal import PATHWAYS as PATHWAY_NAMES
 
+from ._torch_compat import wrap_triton
 from .cross_modal_attention import (
     INTERPRET,
     attention_bwd_dkv_kernel,
@@ -557,34 +558,32 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
 
 
 # --------------------------------------------------------------------------- ops
-_FWD_SCHEMA = (
-    "(Tensor x_v, Tensor x_a, Tensor x_t, Tensor len_v, Tensor len_a, Tensor len_t, Tensor[] in_proj_weight, "
-    "Tensor[] in_proj_bias, Tensor[] out_proj_weight, Tensor[] out_proj_bias, Tensor ln_weight, Tensor ln_bias, "
-    "float ln_eps, int num_heads, int[] modes, float attn_dropout_p, float dropout_p, bool training, Tensor? rng) "
-    "-> (Tensor, Tensor, Tensor, Tensor[])"
-)
-_BWD_SCHEMA = (
-    "(Tensor grad_v, Tensor grad_a, Tensor grad_t, Tensor x_v, Tensor x_a, Tensor x_t, Tensor len_v, "
-    "Tensor len_a, Tensor len_t, Tensor[] in_proj_weight, Tensor[] in_proj_bias, Tensor[] out_proj_weight, "
-    "Tensor[] out_proj_bias, Tensor ln_weight, Tensor ln_bias, float ln_eps, int num_heads, int[] modes, "
-    "float attn_dropout_p, float dropout_p, bool training, Tensor? rng, Tensor[] saved) -> Tensor[]"
-)
-
-
-@triton_op("maven_fast::cross_modal_block_triton", mutates_args=(), schema=_FWD_SCHEMA)
-def cross_modal_block_triton(x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight, in_proj_bias, out_proj_weight,
-                             out_proj_bias, ln_weight, ln_bias, ln_eps, num_heads, modes, attn_dropout_p,
-                             dropout_p, training, rng):
+# The schemas are inferred from the annotations (torch < 2.14 ignores triton_op's
+# `schema=`): (Tensor x_v, ..., Tensor[] in_proj_weight, ..., float ln_eps, SymInt
+# num_heads, SymInt[] modes, float attn_dropout_p, float dropout_p, bool training,
+# Tensor? rng) -> (Tensor, Tensor, Tensor, Tensor[]); the backward adds the three
+# gradients in front and `Tensor[] saved` at the end and returns Tensor[].
+@triton_op("maven_fast::cross_modal_block_triton", mutates_args=())
+def cross_modal_block_triton(
+    x_v: Tensor, x_a: Tensor, x_t: Tensor, len_v: Tensor, len_a: Tensor, len_t: Tensor,
+    in_proj_weight: list[Tensor], in_proj_bias: list[Tensor], out_proj_weight: list[Tensor],
+    out_proj_bias: list[Tensor], ln_weight: Tensor, ln_bias: Tensor, ln_eps: float, num_heads: int,
+    modes: list[int], attn_dropout_p: float, dropout_p: float, training: bool, rng: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
     with torch.autocast(x_v.device.type, enabled=False):
         return _block_forward("maven_fast::cross_modal_block_triton", x_v, x_a, x_t, len_v, len_a, len_t,
                               in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, ln_weight, ln_bias,
                               ln_eps, num_heads, modes, attn_dropout_p, dropout_p, training, rng)
 
 
-@triton_op("maven_fast::cross_modal_block_triton_backward", mutates_args=(), schema=_BWD_SCHEMA)
-def cross_modal_block_triton_backward(grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight,
-                                      in_proj_bias, out_proj_weight, out_proj_bias, ln_weight, ln_bias, ln_eps,
-                                      num_heads, modes, attn_dropout_p, dropout_p, training, rng, saved):
+@triton_op("maven_fast::cross_modal_block_triton_backward", mutates_args=())
+def cross_modal_block_triton_backward(
+    grad_v: Tensor, grad_a: Tensor, grad_t: Tensor, x_v: Tensor, x_a: Tensor, x_t: Tensor,
+    len_v: Tensor, len_a: Tensor, len_t: Tensor, in_proj_weight: list[Tensor], in_proj_bias: list[Tensor],
+    out_proj_weight: list[Tensor], out_proj_bias: list[Tensor], ln_weight: Tensor, ln_bias: Tensor,
+    ln_eps: float, num_heads: int, modes: list[int], attn_dropout_p: float, dropout_p: float,
+    training: bool, rng: Tensor | None, saved: list[Tensor],
+) -> list[Tensor]:
     with torch.autocast(x_v.device.type, enabled=False):
         return _block_backward("maven_fast::cross_modal_block_triton_backward", grad_v, grad_a, grad_t, x_v, x_a,
                                x_t, len_v, len_a, len_t, in_proj_weight, in_proj_bias, out_proj_weight,
