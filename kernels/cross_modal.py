@@ -26,11 +26,12 @@ from collections.abc import Sequence
 import torch
 import triton
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from maven_fast.ops.cross_modal import ABSORBED, GENERAL, KEY, KEY_LEN_1, QUERY, SlotPlan
 from maven_fast.ops.cross_modal import PATHWAYS as PATHWAY_NAMES
 
+from ._torch_compat import wrap_triton
 from .cross_modal_attention import (
     INTERPRET,
     attention_bwd_dkv_kernel,
@@ -612,9 +613,12 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
 
 
 # --------------------------------------------------------------------------- ops
-# The schemas are inferred from the annotations (every supported torch reads
-# them; torch 2.11 ignores an explicit `schema=`); they equal the C++ ops'
-# (csrc/registration.cpp).
+# The schemas are inferred from the annotations (torch < 2.14 ignores triton_op's
+# `schema=`): (Tensor x_v, ..., Tensor[] in_proj_weight, ..., float ln_eps, SymInt
+# num_heads, SymInt[] modes, float attn_dropout_p, float dropout_p, bool training,
+# Tensor? rng) -> (Tensor, Tensor, Tensor, Tensor[]); the backward adds the three
+# gradients in front, drops `rng` (the forward saved it) and takes `Tensor[] saved`
+# at the end; it returns Tensor[].
 @triton_op("maven_fast::cross_modal_block_triton", mutates_args=())
 def cross_modal_block_triton(
     x_v: Tensor, x_a: Tensor, x_t: Tensor, len_v: Tensor, len_a: Tensor, len_t: Tensor,

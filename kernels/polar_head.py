@@ -20,7 +20,9 @@ import math
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
+
+from ._torch_compat import wrap_triton
 
 from .launch_config import launch_config
 from .launch_device import on_inputs_device

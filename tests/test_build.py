@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -75,3 +77,34 @@ def test_wheel_ships_kernels_inside_the_package(tmp_path):
     assert "maven_fast/kernels/polar_head.py" in names
     assert any(n.startswith("maven_fast/_C") and n.endswith(".so") for n in names)
     assert "maven_fast/_build_config.py" in names
+
+
+_SYS_PATH_PROBE = """
+import json, os, sys
+import maven_fast.kernels
+try:
+    import kernels
+    top_level_kernels = kernels.__file__ or str(list(kernels.__path__))
+except ModuleNotFoundError:
+    top_level_kernels = None
+print(json.dumps({
+    "sys_path": [os.path.realpath(p) for p in sys.path if p],
+    "maven_fast_kernels": os.path.realpath(maven_fast.kernels.__file__),
+    "top_level_kernels": top_level_kernels,
+}))
+"""
+
+
+def test_installed_package_adds_only_maven_fast_to_sys_path(tmp_path):
+    """Issue 12.7: a fresh interpreter of the development (editable) install imports
+    maven_fast and maven_fast.kernels, but no top-level `kernels`, and neither the
+    checkout nor its parent folder is on sys.path (each would expose every folder in it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    run = subprocess.run([sys.executable, "-c", _SYS_PATH_PROBE], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    probe = json.loads(run.stdout)
+    assert Path(probe["maven_fast_kernels"]).parts[-2:] == ("kernels", "__init__.py"), probe
+    assert probe["top_level_kernels"] is None, f"`import kernels` found {probe['top_level_kernels']}"
+    for folder in (ROOT, ROOT.parent):
+        assert str(folder.resolve()) not in probe["sys_path"], (str(folder), probe["sys_path"])
