@@ -26,10 +26,13 @@ def _convert(src: str) -> str:
 
 
 def load(verbose: bool = False):
-    """The compiled emulation module (cached under build/cuda_emulation)."""
+    """The compiled emulation module (cached under build/cuda_emulation/torch-<version>)."""
+    import torch
     from torch.utils.cpp_extension import load as cpp_load
 
-    out = ROOT / "build" / "cuda_emulation"
+    # One build per torch release: the module links against it, and torch < 2.14
+    # takes the lock file that newer releases leave behind for a held lock.
+    out = ROOT / "build" / "cuda_emulation" / f"torch-{torch.__version__.split('+')[0]}"
     gen = out / "gen"
     gen.mkdir(parents=True, exist_ok=True)
     srcs = []
