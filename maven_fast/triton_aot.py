@@ -530,21 +530,18 @@ def _feed(proc: subprocess.Popen, todo: queue.Queue, done: list) -> None:
         proc.stdin.close()
 
 
-def compile_all(jobs: list[Job], workers: int, cache: Path, reverse: bool = False, nice: int = 0) -> list[Result]:
+def compile_all(jobs: list[Job], workers: int, cache: Path) -> list[Result]:
     """Compile every job in ``workers`` processes (TRITON_INTERPRET=0, Triton cache
-    under ``cache``); results in job order, the slow attention jobs started first
-    (last with ``reverse``; ``nice``: the workers' scheduling niceness)."""
+    under ``cache``); results in job order, the slow attention jobs started first."""
     cache.mkdir(parents=True, exist_ok=True)
     todo: queue.Queue = queue.Queue()
-    order = sorted(range(len(jobs)), key=lambda i: (not jobs[i].kernel.startswith("attention"), i))
-    for i in reversed(order) if reverse else order:
+    for i in sorted(range(len(jobs)), key=lambda i: (not jobs[i].kernel.startswith("attention"), i)):
         todo.put((i, jobs[i]))
     done: list = []
     procs, threads = [], []
     for _ in range(max(1, min(workers, len(jobs)))):
         proc = subprocess.Popen([sys.executable, "-m", "maven_fast.triton_aot", "--serve", "--cache", str(cache)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_worker_env(cache),
-                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_worker_env(cache))
         procs.append(proc)
         threads.append(threading.Thread(target=_feed, args=(proc, todo, done), daemon=True))
         threads[-1].start()
@@ -558,21 +555,6 @@ def compile_all(jobs: list[Job], workers: int, cache: Path, reverse: bool = Fals
         done.append((i, Result(j.kernel, j.case, j.dtype, j.head, j.config, j.arch, error="not compiled",
                                violations=["compile failed: not compiled (workers died)"])))
     return [r for _, r in sorted(done, key=lambda x: x[0])]
-
-
-class BackgroundWarmer:
-    """Fills the Triton cache for ``jobs`` in one low-priority worker while other work
-    runs (the test suite starts it at collection). A later :func:`compile_all` over the
-    same jobs with ``reverse=True`` meets it in the middle: each compile is done once
-    and the rest are cache hits."""
-
-    def __init__(self, jobs: list[Job], cache: Path) -> None:
-        self.thread = threading.Thread(target=compile_all, args=(jobs, 1, cache), kwargs=dict(nice=10),
-                                       daemon=True)
-        self.thread.start()
-
-    def join(self) -> None:
-        self.thread.join()
 
 
 # --------------------------------------------------------------------------- report

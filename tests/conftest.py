@@ -36,14 +36,3 @@ def cuda_emulator():
     from cuda_emulation.build import load
 
     return load()
-
-
-def pytest_collection_finish(session):
-    """With the ahead-of-time Triton check among other tests, warm its compile cache in
-    one low-priority background worker while they run (tests/test_triton_aot.py)."""
-    if len(session.items) > 1 and any(i.name == "test_kernels_fit_sm80_sm90" for i in session.items):
-        from maven_fast import triton_aot
-
-        from test_triton_aot import AOT_CACHE
-
-        session.config.triton_aot_warmer = triton_aot.BackgroundWarmer(triton_aot.all_jobs(), AOT_CACHE)
