@@ -15,6 +15,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SOURCES = ("cross_modal/cross_modal_attention_kernel.cu", "cross_modal/cross_modal_combine_kernel.cu",
            "polar_head/polar_head_kernel.cu")
+# Test kernels of the warp-level primitives (mma.sync, ldmatrix, cp.async), in this folder.
+TEST_SOURCES = ("primitives_test_kernels.cu",)
 
 
 def _convert(src: str) -> str:
@@ -36,8 +38,8 @@ def load(verbose: bool = False):
     gen = out / "gen"
     gen.mkdir(parents=True, exist_ok=True)
     srcs = []
-    for name in SOURCES:
-        text = _convert((ROOT / "csrc" / name).read_text())
+    for name in SOURCES + TEST_SOURCES:
+        text = _convert((ROOT / "csrc" / name if name in SOURCES else HERE / name).read_text())
         dst = gen / Path(name).name.replace(".cu", "_emu.cpp")
         if not dst.exists() or dst.read_text() != text:  # keep mtimes for ninja when unchanged
             dst.write_text(text)

@@ -73,6 +73,55 @@ std::vector<at::Tensor> bwd(
 
 long syncs() { return emu_sync_count.load(); }
 
+// ---------------------------------------------------------------- warp-level primitives
+namespace maven_fast::emu_test {
+template <typename T>
+cudaError_t mma_tile(const T* a, const T* b, const float* c, float* d, int mode);
+cudaError_t cp_async(const uint16_t* src, int rows, int split, int valid, uint16_t* after1, uint16_t* after0);
+cudaError_t broken(const __nv_bfloat16* g, float* out, int what);
+}  // namespace maven_fast::emu_test
+
+static void check_launch(cudaError_t e, const char* what) {
+  TORCH_CHECK(e == cudaSuccess, "emu: ", what, " failed: ", cudaGetErrorString(e));
+}
+
+// D = A B + C on one warp: a [16, 16], b [16, 8] (bf16 or fp16), c [16, 8] fp32.
+at::Tensor mma_tile(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, int64_t mode) {
+  TORCH_CHECK(a.sizes() == at::IntArrayRef({16, 16}) && b.sizes() == at::IntArrayRef({16, 8}) &&
+              c.sizes() == at::IntArrayRef({16, 8}) && a.dtype() == b.dtype() && c.scalar_type() == at::kFloat);
+  const at::Tensor ac = a.contiguous(), bc = b.contiguous(), cc = c.contiguous();
+  at::Tensor d = at::full({16, 8}, NAN, c.options());
+  if (a.scalar_type() == at::kBFloat16) {
+    check_launch(emu_test::mma_tile(reinterpret_cast<const __nv_bfloat16*>(ac.data_ptr()),
+                                    reinterpret_cast<const __nv_bfloat16*>(bc.data_ptr()),
+                                    cc.data_ptr<float>(), d.data_ptr<float>(), static_cast<int>(mode)), "mma_tile");
+  } else {
+    TORCH_CHECK(a.scalar_type() == at::kHalf, "mma_tile takes bf16 or fp16");
+    check_launch(emu_test::mma_tile(reinterpret_cast<const __half*>(ac.data_ptr()),
+                                    reinterpret_cast<const __half*>(bc.data_ptr()),
+                                    cc.data_ptr<float>(), d.data_ptr<float>(), static_cast<int>(mode)), "mma_tile");
+  }
+  return d;
+}
+
+// src: int16 [rows, 8]; returns shared memory after wait_group 1 and after wait_group 0.
+std::tuple<at::Tensor, at::Tensor> cp_async(const at::Tensor& src, int64_t split, int64_t valid) {
+  TORCH_CHECK(src.scalar_type() == at::kShort && src.dim() == 2 && src.size(1) == 8);
+  const at::Tensor s = src.contiguous();
+  at::Tensor a1 = at::empty_like(s), a0 = at::empty_like(s);
+  check_launch(emu_test::cp_async(reinterpret_cast<const uint16_t*>(s.data_ptr()), static_cast<int>(s.size(0)),
+                                  static_cast<int>(split), static_cast<int>(valid),
+                                  reinterpret_cast<uint16_t*>(a1.data_ptr()),
+                                  reinterpret_cast<uint16_t*>(a0.data_ptr())), "cp_async");
+  return {a1, a0};
+}
+
+void broken(int64_t what) {
+  at::Tensor g = at::zeros({64}, at::kBFloat16), out = at::zeros({32}, at::kFloat);
+  check_launch(emu_test::broken(reinterpret_cast<const __nv_bfloat16*>(g.data_ptr()), out.data_ptr<float>(),
+                                static_cast<int>(what)), "broken_kernel");
+}
+
 // The polar head ops of polar_head_cuda_ops.h on the emulated kernels: a
 // device of two SMs, so the grids have several CTAs and the last-CTA reduction runs.
 struct EmuPolarEnv {
@@ -86,6 +135,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &fwd);
   m.def("backward", &bwd);
   m.def("syncs", &syncs);
+  m.def("mma_tile", &mma_tile);
+  m.def("cp_async", &cp_async);
+  m.def("broken", &broken);
   m.def("polar_head_forward", &polar_head_cuda_forward<EmuPolarEnv>);
   m.def("polar_head_backward", &polar_head_cuda_backward<EmuPolarEnv>);
 }

@@ -1,9 +1,9 @@
-// Minimal CPU emulation of the CUDA features the cross-modal kernels use, so
+// Minimal CPU emulation of the CUDA features maven_fast's kernels use, so
 // their device code runs (slowly) on a machine without a GPU: one OS thread
 // per CUDA thread, CTAs one after another (so `__shared__` can be a static),
-// std::barrier for __syncthreads, a per-warp barrier pair for each
-// __shfl_xor_sync (all 32 lanes must take part, as the full mask requires),
-// fp16/bf16 as 16-bit storage with round-to-nearest-even conversions.
+// std::barrier for __syncthreads, warp-collective instructions (shuffles,
+// mma.sync, ldmatrix) and cp.async in emu_warp.h, fp16/bf16 as 16-bit storage
+// with round-to-nearest-even conversions.
 // Threads that return early drop out of the barriers, as exited CUDA threads
 // do. Not emulated: memory-model subtleties, warp-synchronous execution
 // without __syncwarp (the kernels do not rely on it), launch limits.
@@ -39,13 +39,26 @@ struct emu_uint3 { unsigned x = 0, y = 0, z = 0; };
 inline thread_local emu_uint3 threadIdx, blockIdx;
 inline thread_local dim3 blockDim, gridDim;
 
+// What the lanes of one warp hand each other in a warp-collective instruction
+// (shuffles, mma.sync, ldmatrix; see emu_warp.h).
+struct EmuWarpExchange {
+  uint32_t u[32][8];
+  float f[32][4];
+  double d[32];
+  const void* p[32];
+  std::atomic<int> arrived[2] = {0, 0};  // lanes that reached the collective (alternate calls)
+};
+
 struct EmuBlock {
-  explicit EmuBlock(int n) : bar(n), shfl(n) {
-    for (int w = 0; w < (n + 31) / 32; ++w) warp.emplace_back(std::make_unique<std::barrier<>>(std::min(32, n - 32 * w)));
+  explicit EmuBlock(int n) : bar(n) {
+    for (int w = 0; w < (n + 31) / 32; ++w) {
+      warp.emplace_back(std::make_unique<std::barrier<>>(std::min(32, n - 32 * w)));
+      wx.emplace_back(std::make_unique<EmuWarpExchange>());
+    }
   }
   std::barrier<> bar;
   std::vector<std::unique_ptr<std::barrier<>>> warp;
-  std::vector<double> shfl;
+  std::vector<std::unique_ptr<EmuWarpExchange>> wx;
 };
 inline thread_local EmuBlock* emu_block = nullptr;
 inline std::vector<unsigned char> emu_dyn_smem_buf;
@@ -60,18 +73,6 @@ inline void __syncthreads() { emu_sync_count++; emu_block->bar.arrive_and_wait()
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
 template <typename T> inline T __ldcg(const T* p) { return *p; }
-template <typename V>
-inline V __shfl_xor_sync(unsigned mask, V v, int o) {
-  if (mask != 0xffffffffu) { std::fprintf(stderr, "emu: partial shuffle mask\n"); std::abort(); }
-  const int t = threadIdx.x, w = t / 32, lane = t % 32;
-  auto& wb = *emu_block->warp[w];
-  emu_block->shfl[t] = static_cast<double>(v);
-  wb.arrive_and_wait();
-  const V r = static_cast<V>(emu_block->shfl[w * 32 + (lane ^ o)]);
-  wb.arrive_and_wait();
-  return r;
-}
-
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
@@ -102,3 +103,5 @@ void emu_launch(F kernel, dim3 grid, dim3 block, size_t smem, void* /*stream*/, 
   }
 }
 template <typename T> inline T* emu_dyn_smem() { return reinterpret_cast<T*>(emu_dyn_smem_buf.data()); }
+
+#include "emu_warp.h"
