@@ -35,8 +35,8 @@ AUTO_GPU_DEFAULT = ("cuda", "triton")
 AUTO_GPU_ORDER: dict[str, dict[torch.dtype, tuple[str, ...]]] = {
     "cross_modal_block": {
         torch.float32: ("cuda", "triton"),
-        torch.bfloat16: ("triton", "cuda"),
-        torch.float16: ("triton", "cuda"),
+        torch.bfloat16: ("cuda", "triton"),
+        torch.float16: ("cuda", "triton"),
     },
 }
 AUTO_GPU_REASON = {
@@ -44,11 +44,12 @@ AUTO_GPU_REASON = {
         "both run fp32 attention on CUDA cores (Triton's fp32 dots use IEEE precision, no TF32); the CUDA "
         "kernels skip Triton's launch overhead (estimate)"),
     ("cross_modal_block", torch.bfloat16): (
-        "Triton's bf16 dots run on tensor cores; the CUDA kernels are fp32 SIMT (every product through "
-        "shared memory into FMAs), estimated ~10x slower at long sequences (estimate, not measured)"),
+        "the CUDA attention kernels run bf16 on tensor cores (mma.sync m16n8k16, FlashAttention-2 style, "
+        "all general pathways in one launch) and skip Triton's Python launch overhead; Triton's dots run on "
+        "tensor cores too (estimate, not measured: no GPU has timed either)"),
     ("cross_modal_block", torch.float16): (
-        "Triton's fp16 dots run on tensor cores; the CUDA kernels are fp32 SIMT, estimated ~10x slower "
-        "at long sequences (estimate, not measured)"),
+        "the CUDA attention kernels run fp16 on tensor cores (mma.sync m16n8k16) in one launch and skip "
+        "Triton's Python launch overhead (estimate, not measured)"),
 }
 
 

@@ -14,8 +14,8 @@ def _pretend(monkeypatch, runnable: set[str]) -> None:
                         lambda b, *a, **k: [] if b in runnable else [f"{b} cannot run here (test)"])
 
 
-@pytest.mark.parametrize("dtype,first", [(torch.float32, "cuda"), (torch.bfloat16, "triton"),
-                                         (torch.float16, "triton")], ids=str)
+@pytest.mark.parametrize("dtype,first", [(torch.float32, "cuda"), (torch.bfloat16, "cuda"),
+                                         (torch.float16, "cuda")], ids=str)
 def test_auto_on_cuda_tensors_follows_the_table_per_dtype(monkeypatch, dtype, first):
     _pretend(monkeypatch, {"cuda", "triton"})
     assert auto_gpu_order("cross_modal_block", dtype)[0] == first
@@ -27,7 +27,7 @@ def test_auto_on_cuda_tensors_follows_the_table_per_dtype(monkeypatch, dtype, fi
 
 def test_auto_names_every_reason_when_nothing_runs(monkeypatch):
     _pretend(monkeypatch, set())
-    with pytest.raises(BackendUnavailable, match=r"(?s)triton:.*cannot run.*cuda:.*cannot run.*eager"):
+    with pytest.raises(BackendUnavailable, match=r"(?s)cuda:.*cannot run.*triton:.*cannot run.*eager"):
         resolve_backend("auto", "cuda", torch.bfloat16, op="cross_modal_block")
 
 

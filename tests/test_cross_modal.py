@@ -108,6 +108,19 @@ def test_plan_pathways():
     assert plan_pathways(400, 400, 400, 512, 2) == [GENERAL] * 6
 
 
+def test_plan_pathways_follows_the_gpu_kernels():
+    # One head, 40 video queries over 300 audio keys (v2a): on the SIMT kernels
+    # (fp32 CUDA, Triton as tuned) attention FLOPs cost ~16 GEMM FLOPs and
+    # absorption pays; the CUDA backend's tensor-core kernels make the general
+    # path's attention cheap (w = 2) while absorbed pathways stay on SIMT.
+    simt = plan_pathways(40, 300, 1, 512, 1, device_type="cuda", backend="cuda", dtype=torch.float32)
+    tc = plan_pathways(40, 300, 1, 512, 1, device_type="cuda", backend="cuda", dtype=torch.bfloat16)
+    assert simt[0] == ABSORBED and tc[0] == GENERAL
+    assert plan_pathways(40, 300, 1, 512, 1, device_type="cuda", backend="triton", dtype=torch.bfloat16) == simt
+    # Very short queries against long keys still absorb on tensor cores.
+    assert plan_pathways(2, 300, 1, 512, 1, device_type="cuda", backend="cuda", dtype=torch.float16)[0] == ABSORBED
+
+
 def test_non_contiguous_inputs():
     t = (5, 4, 3)
     prm = make_params()

@@ -53,6 +53,32 @@ LaunchStatus cross_modal_attention_backward(DType dtype,
                                             const cross_modal::DropoutParams& dropout,
                                             void* workspace, cudaStream_t stream);
 
+// Which attention kernels the launchers above use (cross_modal_attention_dispatch.cu):
+// kAuto, the default: the tensor-core kernels (cross_modal_attention_tc_kernel.cu)
+// for every problem they take (cross_modal_attention_tc_eligible: bf16/fp16,
+// own K and V per head, head dim <= 256 and a multiple of 8, 16-byte aligned
+// rows), the SIMT kernels for the rest, in a second launch; kSimt: the SIMT
+// kernels for everything (benchmarks and tests compare the two).
+enum class AttentionKernels { kAuto = 0, kSimt = 1 };
+void set_cross_modal_attention_kernels(AttentionKernels kind);
+AttentionKernels cross_modal_attention_kernels();
+
+// The two kernel families behind the launchers (same contracts as those).
+bool cross_modal_attention_tc_eligible(DType dtype, const cross_modal::AttentionProblem& problem);
+LaunchStatus cross_modal_attention_tc_forward(DType dtype, const std::vector<cross_modal::AttentionProblem>& problems,
+                                              const cross_modal::DropoutParams& dropout, cudaStream_t stream);
+LaunchStatus cross_modal_attention_tc_backward(DType dtype, const std::vector<cross_modal::AttentionProblem>& problems,
+                                               const cross_modal::DropoutParams& dropout, void* workspace,
+                                               cudaStream_t stream);
+size_t cross_modal_attention_simt_workspace_bytes(const std::vector<cross_modal::AttentionProblem>& problems);
+LaunchStatus cross_modal_attention_simt_forward(DType dtype,
+                                                const std::vector<cross_modal::AttentionProblem>& problems,
+                                                const cross_modal::DropoutParams& dropout, cudaStream_t stream);
+LaunchStatus cross_modal_attention_simt_backward(DType dtype,
+                                                 const std::vector<cross_modal::AttentionProblem>& problems,
+                                                 const cross_modal::DropoutParams& dropout, void* workspace,
+                                                 cudaStream_t stream);
+
 LaunchStatus cross_modal_combine_forward(DType dtype, const cross_modal::CombineParams& params,
                                          cudaStream_t stream);
 

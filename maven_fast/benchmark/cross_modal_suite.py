@@ -178,12 +178,13 @@ def fused_block(module, backend: str) -> nn.Module:
     return fused.to(device).train(module.training)
 
 
-def fused_plan(tv: int, ta: int, tt: int, embed: int, heads: int, device_type: str = "cpu") -> list[int]:
-    """The pathway modes the fused op chooses for these padded shapes on this device type
-    (0 general, 1 key length 1, 2 absorbed)."""
+def fused_plan(tv: int, ta: int, tt: int, embed: int, heads: int, device_type: str = "cpu",
+               backend: str | None = None, dtype: torch.dtype | None = None) -> list[int]:
+    """The pathway modes the fused op chooses for these padded shapes on this device
+    type, backend and dtype (0 general, 1 key length 1, 2 absorbed)."""
     from maven_fast.ops.cross_modal import plan_pathways
 
-    return plan_pathways(tv, ta, tt, embed, heads, device_type=device_type)
+    return plan_pathways(tv, ta, tt, embed, heads, device_type=device_type, backend=backend, dtype=dtype)
 
 
 def block_variants(module, device: torch.device, include_compile: bool = True, flash: bool = False
@@ -309,9 +310,9 @@ def run_cross_modal(
         ref_xs = [x.detach().double().requires_grad_() for x in xs]
         reference = _results(ref_module.block, ref_module, ref_xs, lens, [c.double() for c in cot])
         first = checked_first_calls(variants, reference, xs, lens, cot, skipped, TOLERANCES[spec.dtype])
-        plan = fused_plan(tv, ta, tt, embed, HEADS, dev.type) if any(v.kind == "fused" for v in variants.values()) else None
-        if plan is not None:
-            notes.append(f"{case}: fused pathway modes (v2a, v2t, a2v, a2t, t2v, t2a; 0 general, 1 key length 1, "
+        for name in (n for n, v in variants.items() if v.kind == "fused"):
+            plan = fused_plan(tv, ta, tt, embed, HEADS, dev.type, name.split()[-1], spec.dtype)
+            notes.append(f"{case}: {name} pathway modes (v2a, v2t, a2v, a2t, t2v, t2a; 0 general, 1 key length 1, "
                          f"2 absorbed): {plan}")
         for mode in PASSES:
             if mode == "forward":

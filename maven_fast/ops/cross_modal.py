@@ -45,7 +45,8 @@ PyTorch's, not their distribution.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -68,13 +69,27 @@ SUPPORTED_DTYPES = {
     "triton": (torch.float32, torch.bfloat16, torch.float16),
 }
 
-# Cost of one attention FLOP relative to one GEMM FLOP, per device type, used by
-# plan_pathways to decide when weight absorption pays. CPU: the attention kernel
-# runs near the GEMM rate. GPU: the attention kernels are fp32 SIMT kernels and
-# the projections cuBLAS GEMMs on tensor cores, so absorption (which trades
-# projection FLOPs for H times the attention FLOPs) pays only for very long keys.
-# The CPU figure is measured; the GPU figure is an estimate (no GPU measured it yet).
-_ATTENTION_FLOP_WEIGHT = {"cpu": 1.5, "cuda": 16.0}
+# Cost of one attention FLOP relative to one GEMM FLOP, (general, absorbed), used
+# by plan_pathways to decide when weight absorption pays. CPU: the attention
+# kernel runs near the GEMM rate (measured). GPU, estimates (no GPU has measured
+# them yet): the projections are cuBLAS GEMMs on tensor cores; attention on the
+# fp32 SIMT kernels (and Triton's, as tuned today) costs ~16 GEMM FLOPs, so
+# absorption (projection FLOPs traded for H times the attention FLOPs) pays only
+# for very long keys. The CUDA backend in bf16/fp16 runs general pathways on its
+# tensor-core kernels, FlashAttention-2 style at an estimated ~half the GEMM
+# rate (w = 2), while absorbed pathways (K = V shared by the heads, width D)
+# stay on the SIMT kernels (w = 16): absorption then pays only for very short
+# query sequences against long keys.
+_ATTENTION_FLOP_WEIGHT = {"cpu": (1.5, 1.5), "cuda": (16.0, 16.0)}
+_TENSOR_CORE_WEIGHT = (2.0, 16.0)
+
+
+def attention_flop_weights(device_type: str, backend: str | None = None,
+                           dtype: torch.dtype | None = None) -> tuple[float, float]:
+    """(general, absorbed) cost of an attention FLOP in GEMM FLOPs for plan_pathways."""
+    if device_type == "cuda" and backend == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        return _TENSOR_CORE_WEIGHT
+    return _ATTENTION_FLOP_WEIGHT.get(device_type, _ATTENTION_FLOP_WEIGHT["cuda"])
 
 
 @dataclass
@@ -154,19 +169,46 @@ def _as_params(params) -> CrossModalParams:
     )
 
 
+# --------------------------------------------------------------------------- CUDA attention kernels
+CUDA_ATTENTION_KERNELS = ("auto", "simt")
+
+
+@contextlib.contextmanager
+def cuda_attention_kernels(kind: str) -> Iterator[None]:
+    """Within the ``with`` block, the CUDA backend's attention runs on ``kind``:
+    ``"auto"`` (the default: tensor-core kernels for bf16/fp16 general pathways
+    with head sizes <= 256, a multiple of 8; SIMT kernels for the rest) or
+    ``"simt"`` (the fp32-arithmetic SIMT kernels for everything; for benchmarks and
+    comparisons). Process-wide, not per thread; restored on exit."""
+    if kind not in CUDA_ATTENTION_KERNELS:
+        raise ValueError(f"cuda_attention_kernels: kind must be one of {CUDA_ATTENTION_KERNELS}, got {kind!r}")
+    ext = extension()
+    if ext is None or not hasattr(ext, "set_cuda_attention_kernels"):
+        raise RuntimeError("cuda_attention_kernels: maven_fast._C was built without CUDA kernels "
+                           "(maven-fast info says why); rebuild with a CUDA toolkit")
+    before = ext.cuda_attention_kernels()
+    ext.set_cuda_attention_kernels(kind)
+    try:
+        yield
+    finally:
+        ext.set_cuda_attention_kernels(before)
+
+
 # --------------------------------------------------------------------------- plan
 def plan_pathways(t_v: int, t_a: int, t_t: int, d: int, num_heads: int, shortcuts: bool = True,
-                  device_type: str = "cpu") -> list[int]:
+                  device_type: str = "cpu", backend: str | None = None,
+                  dtype: torch.dtype | None = None) -> list[int]:
     """The mode of each pathway (0 general, 1 key length 1, 2 weight absorption).
 
     Key length 1 whenever the key modality has one (padded) step. Weight
     absorption when it does fewer (weighted) FLOPs than the general path; per
     pathway x2y, besides the common out_proj:
-      general:   2 Tx D^2 (Q) + 4 Ty D^2 (K, V) + w 4 Tx Ty D   (attention)
-      absorbed:  6 Tx D^2 (Q, W_k fold, W_v)     + w 4 H Tx Ty D
-    with w the cost of an attention FLOP relative to a GEMM FLOP on ``device_type``.
+      general:   2 Tx D^2 (Q) + 4 Ty D^2 (K, V) + w_g 4 Tx Ty D   (attention)
+      absorbed:  6 Tx D^2 (Q, W_k fold, W_v)     + w_a 4 H Tx Ty D
+    with (w_g, w_a) = :func:`attention_flop_weights` of the device, backend and dtype.
     """
     t = (t_v, t_a, t_t)
+    w_g, w_a = attention_flop_weights(device_type, backend, dtype)
     modes = []
     for p in range(6):
         tx, ty = t[QUERY[p]], t[KEY[p]]
@@ -175,9 +217,8 @@ def plan_pathways(t_v: int, t_a: int, t_t: int, d: int, num_heads: int, shortcut
         elif ty == 1:
             modes.append(KEY_LEN_1)
         else:
-            w = _ATTENTION_FLOP_WEIGHT.get(device_type, _ATTENTION_FLOP_WEIGHT["cuda"])
-            general = 2 * tx * d * d + 4 * ty * d * d + w * 4 * tx * ty * d
-            absorbed = 6 * tx * d * d + w * 4 * num_heads * tx * ty * d
+            general = 2 * tx * d * d + 4 * ty * d * d + w_g * 4 * tx * ty * d
+            absorbed = 6 * tx * d * d + w_a * 4 * num_heads * tx * ty * d
             modes.append(ABSORBED if absorbed < general else GENERAL)
     return modes
 
@@ -422,7 +463,7 @@ def cross_modal_block(
     d = x_v.shape[-1]
     if isinstance(shortcuts, bool):
         modes = plan_pathways(x_v.shape[1], x_a.shape[1], x_t.shape[1], d, prm.num_heads, shortcuts,
-                              x_v.device.type)
+                              x_v.device.type, name, x_v.dtype)
     else:
         modes = [int(m) for m in shortcuts]
     if name == "triton":

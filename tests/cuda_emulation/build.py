@@ -13,7 +13,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SOURCES = ("cross_modal/cross_modal_attention_kernel.cu", "cross_modal/cross_modal_combine_kernel.cu",
+SOURCES = ("cross_modal/cross_modal_attention_dispatch.cu", "cross_modal/cross_modal_attention_kernel.cu",
+           "cross_modal/cross_modal_attention_tc_kernel.cu", "cross_modal/cross_modal_combine_kernel.cu",
            "polar_head/polar_head_kernel.cu")
 # Test kernels of the warp-level primitives (mma.sync, ldmatrix, cp.async), in this folder.
 TEST_SOURCES = ("primitives_test_kernels.cu",)

@@ -138,6 +138,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mma_tile", &mma_tile);
   m.def("cp_async", &cp_async);
   m.def("broken", &broken);
+  // "auto" (tensor-core kernels where they apply) or "simt": as maven_fast._C.set_cuda_attention_kernels.
+  m.def("set_attention_kernels", [](const std::string& kind) {
+    TORCH_CHECK(kind == "auto" || kind == "simt", "attention kernels: 'auto' or 'simt', not '", kind, "'");
+    maven_fast::cuda::set_cross_modal_attention_kernels(kind == "simt" ? maven_fast::cuda::AttentionKernels::kSimt
+                                                                        : maven_fast::cuda::AttentionKernels::kAuto);
+  });
   m.def("polar_head_forward", &polar_head_cuda_forward<EmuPolarEnv>);
   m.def("polar_head_backward", &polar_head_cuda_backward<EmuPolarEnv>);
 }
