@@ -42,6 +42,7 @@ This suite runs when the build has the fused op module
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import time
@@ -80,7 +81,10 @@ CASES = {
     "paper (256, 400, 64)": Case((256, 400, 64), True),
     "packed (512, 512, 512) bf16": Case((512, 512, 512), False, torch.bfloat16, ("cuda",)),
 }
-QUICK_CASES = ("reference_mlp (64, 1, 1)", "paper (64, 64, 32)", "paper (64, 100, 32)")
+# The packed bf16 case is GPU-only: on a GPU the quick run times the tensor-core
+# kernels against the SIMT ones, Triton and torch's flash SDPA on it.
+QUICK_CASES = ("reference_mlp (64, 1, 1)", "paper (64, 64, 32)", "paper (64, 100, 32)",
+               "packed (512, 512, 512) bf16")
 #: dtype -> (rtol, atol) of the check against the fp64 reference (max-norm, see checks.py)
 TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (5e-2, 5e-2), torch.float16: (1e-2, 1e-2)}
 RTOL, ATOL = TOLERANCES[torch.float32]
@@ -157,12 +161,14 @@ def make_block_module(embed: int = EMBED, heads: int = HEADS, seed: int = 0):
 class BlockVariant:
     """A way to compute the block: ``fn(x_v, x_a, x_t, v_len, a_len, t_len)``, whose
     parameters are those of ``module`` (gradients are taken with respect to them).
-    ``modes``: the pathway plan of a fused op with shortcuts (None: it does the general work)."""
+    ``modes``: the pathway plan of a fused op with shortcuts (None: it does the general work).
+    ``context``: entered around every call, forward and backward (e.g. a kernel choice)."""
 
     kind: str
     fn: Block
     module: nn.Module
     modes: list[int] | None = None
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 def fused_block(module, backend: str) -> nn.Module:
@@ -208,6 +214,14 @@ def block_variants(module, device: torch.device, include_compile: bool = True, f
     for backend in backends:
         fused = fused_block(module, backend).to(next(module.parameters()).dtype)
         variants[f"maven_fast {backend}"] = BlockVariant("fused", fused.block, fused)
+    if "cuda" in backends and next(module.parameters()).dtype != torch.float32:
+        # The same op with every attention problem on the SIMT kernels (bf16/fp16
+        # default: tensor cores), to compare the two kernel families.
+        from maven_fast.ops.cross_modal import cuda_attention_kernels
+
+        fused = fused_block(module, "cuda").to(next(module.parameters()).dtype)
+        variants["maven_fast cuda SIMT attention"] = BlockVariant(
+            "fused", fused.block, fused, context=lambda: cuda_attention_kernels("simt"))
     return variants, skipped
 
 
@@ -220,7 +234,8 @@ def checked_first_calls(variants: dict[str, BlockVariant], reference, xs, lens, 
     for name, v in list(variants.items()):
         t0 = time.perf_counter()
         try:
-            got = _results(v.fn, v.module, xs, lens, cot)
+            with v.context():
+                got = _results(v.fn, v.module, xs, lens, cot)
         except (BackendUnavailable, RuntimeError) as exc:
             if not isinstance(exc, BackendUnavailable) and name != "SDPA flash":
                 raise
@@ -311,15 +326,16 @@ def run_cross_modal(
         reference = _results(ref_module.block, ref_module, ref_xs, lens, [c.double() for c in cot])
         first = checked_first_calls(variants, reference, xs, lens, cot, skipped, TOLERANCES[spec.dtype])
         for name in (n for n, v in variants.items() if v.kind == "fused"):
-            plan = fused_plan(tv, ta, tt, embed, HEADS, dev.type, name.split()[-1], spec.dtype)
+            backend = name.split()[1]  # "maven_fast <backend>[ ...]": the op plans for its backend
+            plan = fused_plan(tv, ta, tt, embed, HEADS, dev.type, backend, spec.dtype)
             notes.append(f"{case}: {name} pathway modes (v2a, v2t, a2v, a2t, t2v, t2a; 0 general, 1 key length 1, "
                          f"2 absorbed): {plan}")
         for mode in PASSES:
             if mode == "forward":
-                fns = {n: (lambda v=v: _no_grad(v.fn, xs, lens)) for n, v in variants.items()}
+                fns = {n: (lambda v=v: _in(v, lambda: _no_grad(v.fn, xs, lens))) for n, v in variants.items()}
             else:
-                fns = {n: (lambda v=v: torch.autograd.grad(v.fn(*xs, *lens), xs + _params(v.module)[1],
-                                                           grad_outputs=cot, allow_unused=True))
+                fns = {n: (lambda v=v: _in(v, lambda: torch.autograd.grad(
+                           v.fn(*xs, *lens), xs + _params(v.module)[1], grad_outputs=cot, allow_unused=True)))
                        for n, v in variants.items()}
             timings = time_interleaved(fns, dev, rounds=rounds, warmup=2)
             memory = {n: peak_memory_mib(f, dev) for n, f in fns.items()}
@@ -372,6 +388,12 @@ def roofline_percent(flops: float, nbytes: float, median_ms: float, dtype: torch
         return "n/a"
     roof_ms = max(flops / (gemm * 1e9), nbytes / (copy_gbs * 1e9)) * 1e3
     return 100 * roof_ms / median_ms
+
+
+def _in(v: BlockVariant, call: Callable[[], object]):
+    """``call()`` inside the variant's context."""
+    with v.context():
+        return call()
 
 
 def _no_grad(fn: Block, xs, lens):
