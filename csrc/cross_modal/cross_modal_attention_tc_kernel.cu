@@ -257,7 +257,7 @@ __global__ void __launch_bounds__(kFwdThreads) cross_modal_attention_tc_forward_
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& x = s[nb][2 * rr + e];
-          const float p = j + e < len ? expf(x - m_new) : 0.f;
+          const float p = expf(x - m_new);  // 0 for keys >= len (x = -inf)
           lsum += p;
           x = p * z[e];
           psum += x;
