@@ -41,12 +41,17 @@ inline thread_local dim3 blockDim, gridDim;
 
 // What the lanes of one warp hand each other in a warp-collective instruction
 // (shuffles, mma.sync, ldmatrix; see emu_warp.h).
-struct EmuWarpExchange {
+struct EmuWarpSlot {
   uint32_t u[32][8];
   float f[32][4];
   double d[32];
   const void* p[32];
-  std::atomic<int> arrived[2] = {0, 0};  // lanes that reached the collective (alternate calls)
+};
+// Two slots used by alternate collectives, so one barrier per collective
+// suffices (see emu_warp_collective).
+struct EmuWarpExchange {
+  EmuWarpSlot slot[2];
+  std::atomic<int> arrived[2] = {0, 0};  // lanes that reached a collective of each slot, ever
 };
 
 struct EmuBlock {

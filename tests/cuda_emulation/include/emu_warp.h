@@ -23,30 +23,35 @@
 
 #include "common/mma_layout.h"
 
-inline thread_local int emu_collective_parity = 0;
+inline thread_local int emu_collective_count = 0;  // collectives this (emulated) thread ran
 
 inline void emu_fail(const char* fmt, const char* what, int a, int b) {
   std::fprintf(stderr, fmt, what, a, b);
   emu_trapped = 1;
 }
 
-// Runs one warp-collective: every lane writes its inputs (fill), all lanes
-// meet, each computes its outputs from everyone's inputs (compute), all meet
-// again so the exchange can be reused.
+// Runs one warp-collective: every lane writes its inputs (fill) into the slot
+// of this collective's parity, all lanes meet at the warp barrier, each
+// computes its outputs from everyone's inputs (compute). One barrier per
+// collective is enough with two slots: a lane can write the other slot for the
+// next collective while slower lanes still read this one, and cannot come back
+// to this slot before every lane has arrived at the next barrier, i.e. finished
+// reading. The arrival counters only grow: after its k-th use of a slot every
+// lane expects 32 (k + 1) arrivals there.
 template <typename Fill, typename Compute>
 inline void emu_warp_collective(const char* what, Fill fill, Compute compute) {
   const int t = threadIdx.x, w = t / 32, lane = t % 32;
   EmuWarpExchange& X = *emu_block->wx[w];
   std::barrier<>& bar = *emu_block->warp[w];
-  const int parity = emu_collective_parity++ & 1;
-  fill(X, lane);
+  const int parity = emu_collective_count & 1, use = emu_collective_count >> 1;
+  ++emu_collective_count;
+  EmuWarpSlot& S = X.slot[parity];
+  fill(S, lane);
   X.arrived[parity].fetch_add(1);
   bar.arrive_and_wait();
-  const int n = X.arrived[parity].load();
+  const int n = X.arrived[parity].load() - 32 * use;
   if (n != 32 && lane == 0) emu_fail("emu: %s executed by %d of the 32 lanes of warp %d\n", what, n, w);
-  compute(X, lane);
-  bar.arrive_and_wait();
-  X.arrived[parity].store(0);  // every lane stores 0: no lane reads it again before the next barrier
+  compute(S, lane);
 }
 
 // ---------------------------------------------------------------- shuffles
@@ -55,8 +60,8 @@ inline V emu_shuffle(const char* what, unsigned mask, V v, int (*src)(int lane, 
   if (mask != 0xffffffffu) emu_fail("emu: %s with a partial mask (lane %d, warp %d)\n", what, threadIdx.x % 32,
                                     threadIdx.x / 32);
   V out{};
-  emu_warp_collective(what, [&](EmuWarpExchange& X, int lane) { X.d[lane] = static_cast<double>(v); },
-                      [&](EmuWarpExchange& X, int lane) { out = static_cast<V>(X.d[src(lane, arg)]); });
+  emu_warp_collective(what, [&](EmuWarpSlot& X, int lane) { X.d[lane] = static_cast<double>(v); },
+                      [&](EmuWarpSlot& X, int lane) { out = static_cast<V>(X.d[src(lane, arg)]); });
   return out;
 }
 template <typename V> inline V __shfl_xor_sync(unsigned mask, V v, int o) {
@@ -100,12 +105,12 @@ template <typename T>
 inline void mma_16x8x16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   emu_warp_collective(
       "mma.sync.m16n8k16",
-      [&](EmuWarpExchange& X, int lane) {
+      [&](EmuWarpSlot& X, int lane) {
         for (int r = 0; r < 4; ++r) X.u[lane][r] = a[r];
         for (int r = 0; r < 2; ++r) X.u[lane][4 + r] = b[r];
         for (int v = 0; v < 4; ++v) X.f[lane][v] = d[v];
       },
-      [&](EmuWarpExchange& X, int lane) {
+      [&](EmuWarpSlot& X, int lane) {
         float A[16][16], B[16][8];
         for (int l = 0; l < 32; ++l) {
           for (int v = 0; v < 8; ++v) {
@@ -131,8 +136,8 @@ template <int N, bool Trans>
 inline void emu_ldmatrix(uint32_t* r, const void* row) {
   emu_warp_collective(
       Trans ? "ldmatrix.trans" : "ldmatrix",
-      [&](EmuWarpExchange& X, int lane) { X.p[lane] = row; },
-      [&](EmuWarpExchange& X, int lane) {
+      [&](EmuWarpSlot& X, int lane) { X.p[lane] = row; },
+      [&](EmuWarpSlot& X, int lane) {
         if (lane == 0) {
           for (int l = 0; l < 8 * N; ++l)
             if (!emu_in_dyn_smem(X.p[l], 16) || !emu_aligned16(X.p[l]))
