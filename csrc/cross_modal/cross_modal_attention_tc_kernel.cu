@@ -8,7 +8,7 @@
 //   D_i = <do_i, o_i> + dpsum_i psum_i,  ds_ij = scale p_ij ((<do_i, v_j> + dpsum_i) z_ij / (1 - p_drop) - D_i)
 //   dq_i = sum_j ds_ij k_j,  dk_j = sum_i ds_ij q_i,  dv_j = sum_i p~_ij do_i
 //
-// Which problems run here (tc_eligible): own K and V per head (general
+// Which problems run here (cross_modal_attention_tc_eligible): own K and V per head (general
 // pathways; the absorbed ones, K = V shared by the heads, stay on the SIMT
 // kernels), dk = dv <= 256 and a multiple of 8, 16-byte aligned rows. The head
 // dim is padded to HD = 64, 128 or 256 (zero-filled columns) and held whole by
@@ -101,7 +101,7 @@ __device__ __forceinline__ T* row_ptr_mut(const StridedSeq& s, int64_t b, int64_
   return static_cast<T*>(s.ptr) + b * s.sb + t * s.st + h * s.sh;
 }
 
-// (problem index, CTA index within it) of a forward / dQ (kv = false) or dK/dV CTA.
+// The problem a forward / dQ (kv = false) or dK/dV (kv = true) CTA works on.
 __device__ __forceinline__ int find_problem(const TcParams& P, int64_t cta, bool kv) {
   int pi = 0;
   while (pi + 1 < P.n_problems && cta >= (kv ? P.p[pi + 1].first_cta_kv : P.p[pi + 1].first_cta)) ++pi;
@@ -180,7 +180,7 @@ __device__ __forceinline__ void times_tile(float (&acc)[ND][4], const float (&p)
 
 // ---------------------------------------------------------------- forward
 template <typename T, int HD>
-__global__ void __launch_bounds__(kFwdThreads) cross_modal_attention_tc_forward_kernel(
+__global__ void __launch_bounds__(kFwdThreads, 1) cross_modal_attention_tc_forward_kernel(
     const __grid_constant__ TcParams P) {
   constexpr int BN = kBN<HD>, NB = BN / 8, ND = HD / 8;
   extern __shared__ unsigned char tc_smem[];
