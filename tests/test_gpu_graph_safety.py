@@ -54,11 +54,14 @@ def _op_args(t, modes, b=3, d=32, h=2, p=0.2, device="cuda", dtype=torch.float32
 
 
 # --------------------------------------------------------------------------- CUDA graphs
+# bf16: the CUDA backend's general pathways run on the tensor-core kernels, the
+# absorbed ones on the SIMT kernels (d = 128, h = 2: head size 64).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_cuda_graph_replays_draw_new_masks_each_equal_to_an_eager_call(backend):
+def test_cuda_graph_replays_draw_new_masks_each_equal_to_an_eager_call(backend, dtype):
     _require(backend)
     fwd, bwd = _ops(backend)
-    args = _op_args((20, 33, 5), MIXED)
+    args = _op_args((20, 33, 5), MIXED, d=32 if dtype == torch.float32 else 128, dtype=dtype)
     upstream = [torch.randn_like(x) for x in args[:3]]
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

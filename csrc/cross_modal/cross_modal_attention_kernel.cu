@@ -715,12 +715,6 @@ struct Backward {
 
 }  // namespace
 
-size_t cross_modal_attention_simt_workspace_bytes(const std::vector<AttentionProblem>& problems) {
-  size_t rows = 0;
-  for (const auto& a : problems) rows += static_cast<size_t>(a.batch * a.heads * a.tq);
-  return std::max<size_t>(rows, 1) * sizeof(float);
-}
-
 LaunchStatus cross_modal_attention_simt_forward(DType dtype, const std::vector<AttentionProblem>& problems,
                                                 const DropoutParams& dropout, cudaStream_t stream) {
   if (problems.empty() || problems[0].batch == 0) return {};

@@ -178,6 +178,28 @@ __device__ __forceinline__ void times_tile(float (&acc)[ND][4], const float (&p)
   }
 }
 
+// Loads key tile j0.. of K and V (keys >= len zero-filled) into stage `stage`
+// of the [2][BN][HD] buffers sk, sv and commits the group (forward and dQ).
+template <typename T, int HD, int BN>
+__device__ __forceinline__ void load_kv_tile(T* sk, T* sv, const TcProblem& pr, const T* kp, const T* vp, int j0,
+                                             int len, int stage) {
+  const int off = stage * BN * HD, rows = min(BN, len - j0);
+  tl::load_tile_async<HD>(sk + off, kp + j0 * pr.k.st, pr.k.st, BN, rows, pr.d, kFwdThreads);
+  tl::load_tile_async<HD>(sv + off, vp + j0 * pr.v.st, pr.v.st, BN, rows, pr.d, kFwdThreads);
+  mma::cp_async_commit();
+}
+
+// Double buffering: the next group (tile + 1) is in flight while this one is
+// used; waits for this one's copies, then for every thread's (barrier).
+__device__ __forceinline__ void wait_current_tile(bool next_in_flight) {
+  if (next_in_flight) {
+    mma::cp_async_wait<1>();
+  } else {
+    mma::cp_async_wait<0>();
+  }
+  __syncthreads();
+}
+
 // ---------------------------------------------------------------- forward
 template <typename T, int HD>
 __global__ void __launch_bounds__(kFwdThreads, 1) cross_modal_attention_tc_forward_kernel(
@@ -208,10 +230,10 @@ __global__ void __launch_bounds__(kFwdThreads, 1) cross_modal_attention_tc_forwa
 
   tl::load_tile_async<HD>(sq, row_ptr<T>(pr.q, b, i0, h), pr.q.st, kBM, min(kBM, tq - i0), d, kFwdThreads);
   if (n_tiles > 0) {
-    tl::load_tile_async<HD>(sk, kp, pr.k.st, BN, min(BN, len), d, kFwdThreads);
-    tl::load_tile_async<HD>(sv, vp, pr.v.st, BN, min(BN, len), d, kFwdThreads);
+    load_kv_tile<T, HD, BN>(sk, sv, pr, kp, vp, 0, len, 0);  // one group with the rows above
+  } else {
+    mma::cp_async_commit();
   }
-  mma::cp_async_commit();
 
   float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, ps[2] = {0.f, 0.f};
 #pragma unroll
@@ -221,16 +243,8 @@ __global__ void __launch_bounds__(kFwdThreads, 1) cross_modal_attention_tc_forwa
 
   for (int tile = 0; tile < n_tiles; ++tile) {  // every tile has a valid key (CTA-uniform bounds)
     const int j0 = tile * BN, stage = tile & 1;
-    if (tile + 1 < n_tiles) {
-      const int jn = j0 + BN, nxt = (stage ^ 1) * BN * HD;
-      tl::load_tile_async<HD>(sk + nxt, kp + jn * pr.k.st, pr.k.st, BN, min(BN, len - jn), d, kFwdThreads);
-      tl::load_tile_async<HD>(sv + nxt, vp + jn * pr.v.st, pr.v.st, BN, min(BN, len - jn), d, kFwdThreads);
-      mma::cp_async_commit();
-      mma::cp_async_wait<1>();
-    } else {
-      mma::cp_async_wait<0>();
-    }
-    __syncthreads();
+    if (tile + 1 < n_tiles) load_kv_tile<T, HD, BN>(sk, sv, pr, kp, vp, j0 + BN, len, stage ^ 1);
+    wait_current_tile(tile + 1 < n_tiles);
     float s[NB][4];
     scores<T, HD, NB>(s, sq, 16 * warp, sk + stage * BN * HD, 0);
 #pragma unroll
@@ -343,10 +357,10 @@ __global__ void __launch_bounds__(kFwdThreads) cross_modal_attention_tc_dq_kerne
   tl::load_tile_async<HD>(sq, row_ptr<T>(pr.q, b, i0, h), pr.q.st, kBM, q_rows, d, kFwdThreads);
   tl::load_tile_async<HD>(sdo, row_ptr<T>(pr.dout, b, i0, h), pr.dout.st, kBM, q_rows, d, kFwdThreads);
   if (n_tiles > 0) {
-    tl::load_tile_async<HD>(sk, kp, pr.k.st, BN, min(BN, len), d, kFwdThreads);
-    tl::load_tile_async<HD>(sv, vp, pr.v.st, BN, min(BN, len), d, kFwdThreads);
+    load_kv_tile<T, HD, BN>(sk, sv, pr, kp, vp, 0, len, 0);  // one group with the rows above
+  } else {
+    mma::cp_async_commit();
   }
-  mma::cp_async_commit();
 
   // D_i = <do_i, o_i> + dpsum_i psum_i from global memory while the tiles land:
   // the quad of row i sums columns 8 k + 2 t4, + 1.
@@ -382,16 +396,8 @@ __global__ void __launch_bounds__(kFwdThreads) cross_modal_attention_tc_dq_kerne
 
   for (int tile = 0; tile < n_tiles; ++tile) {
     const int j0 = tile * BN, stage = tile & 1;
-    if (tile + 1 < n_tiles) {
-      const int jn = j0 + BN, nxt = (stage ^ 1) * BN * HD;
-      tl::load_tile_async<HD>(sk + nxt, kp + jn * pr.k.st, pr.k.st, BN, min(BN, len - jn), d, kFwdThreads);
-      tl::load_tile_async<HD>(sv + nxt, vp + jn * pr.v.st, pr.v.st, BN, min(BN, len - jn), d, kFwdThreads);
-      mma::cp_async_commit();
-      mma::cp_async_wait<1>();
-    } else {
-      mma::cp_async_wait<0>();
-    }
-    __syncthreads();
+    if (tile + 1 < n_tiles) load_kv_tile<T, HD, BN>(sk, sv, pr, kp, vp, j0 + BN, len, stage ^ 1);
+    wait_current_tile(tile + 1 < n_tiles);
     float s[NB][4], dp[NB][4];
     scores<T, HD, NB>(s, sq, 16 * warp, sk + stage * BN * HD, 0);
     scores<T, HD, NB>(dp, sdo, 16 * warp, sv + stage * BN * HD, 0);

@@ -70,7 +70,6 @@ LaunchStatus cross_modal_attention_tc_forward(DType dtype, const std::vector<cro
 LaunchStatus cross_modal_attention_tc_backward(DType dtype, const std::vector<cross_modal::AttentionProblem>& problems,
                                                const cross_modal::DropoutParams& dropout, void* workspace,
                                                cudaStream_t stream);
-size_t cross_modal_attention_simt_workspace_bytes(const std::vector<cross_modal::AttentionProblem>& problems);
 LaunchStatus cross_modal_attention_simt_forward(DType dtype,
                                                 const std::vector<cross_modal::AttentionProblem>& problems,
                                                 const cross_modal::DropoutParams& dropout, cudaStream_t stream);
