@@ -24,8 +24,8 @@ from maven_fast.ops.cross_modal import (
     saved_names,
 )
 from maven_fast.ops.frame_concat_linear import frame_concat_linear
-from cross_modal_cases import (all_modes, check_against_reference, inputs, make_params, op_args, param_list,
-                               rel_err, with_params)
+from cross_modal_cases import (all_modes, check_against_reference, check_padding_never_read, inputs, make_params,
+                               op_args, param_list, rel_err, with_params)
 
 pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
 
@@ -66,9 +66,24 @@ def test_padded_keys_are_never_read(shortcuts):
     out = cross_modal_block(*xs, *lens, params=prm, backend="cpu", shortcuts=all_modes(t, shortcuts))
     # Change audio at its padded positions: video and text outputs must not move at all.
     mask = torch.arange(t[1])[None, :] >= lens[1][:, None]
-    x_a2 = torch.where(mask[..., None], torch.full_like(xs[1], 1e6), xs[1])
+    x_a2 = torch.where(mask[..., None], torch.full_like(xs[1], float("nan")), xs[1])
     out2 = cross_modal_block(xs[0], x_a2, xs[2], *lens, params=prm, backend="cpu", shortcuts=all_modes(t, shortcuts))
     assert torch.equal(out[0], out2[0]) and torch.equal(out[2], out2[2])
+
+
+# Items end inside a key block (cross_modal_cases.partial_length): 4 of 5, 255 of
+# 257 (the CPU's second 128-key block holds 127 valid keys), 129 of 130.
+@pytest.mark.parametrize("t,shortcuts", [
+    ((6, 5, 4), False), ((6, 5, 4), "absorb"), ((9, 1, 1), True),
+    ((3, 257, 130), False), ((70, 257, 130), "absorb"),
+])
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_padded_steps_are_never_read_and_get_zero_gradient(t, shortcuts, p):
+    modes = all_modes(t, shortcuts)
+    if isinstance(modes, bool):
+        modes = plan_pathways(*t, 16, 2, shortcuts=modes)
+    check_padding_never_read(torch.ops.maven_fast.cross_modal_block, torch.ops.maven_fast.cross_modal_block_backward,
+                             t, modes, attn_p=p, out_p=p)
 
 
 def test_fully_masked_pathway_gives_out_proj_bias():
