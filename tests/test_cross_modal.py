@@ -17,6 +17,7 @@ from maven_fast.ops.cross_modal import (
     KEY,
     KEY_LEN_1,
     PATHWAYS,
+    QUERY,
     CrossModalParams,
     cross_modal_block,
     cross_modal_reference,
@@ -237,6 +238,53 @@ def test_attention_dropout_keep_rate():
     assert abs(psum.mean().item() - 1.0) < 5 * math.sqrt(p / (1 - p) / n_keys) + 1e-6
 
 
+# Every pathway mode: W_k = 0 (uniform attention), V = 1 (W_v = 0, b_v = 1) and an
+# out_proj that copies head 1 of the modality's first pathway into features
+# [0, dh) and head 2 of its second into [dh, D): then 3 u - x (u: the LayerNorm
+# input, saved) holds, per query row, psum = (#kept keys / len) / (1 - p). The
+# kept count per row must be a whole number, its mean (1 - p) len and its
+# variance the binomial p (1 - p) len: without dropout, psum = 1 on every row
+# and the mean alone would not show it (the dropped-out weights are unbiased).
+KEEP_RATE_CASES = {
+    "general": ((24, 30, 20), [GENERAL] * 6, 8),
+    "absorbed": ((24, 30, 20), [ABSORBED] * 6, 8),
+    # v2a, v2t, a2t, t2a key length 1 (one draw per row and head); a2v, t2v general
+    "key_len_1": ((16, 1, 1), [KEY_LEN_1, KEY_LEN_1, GENERAL, KEY_LEN_1, GENERAL, KEY_LEN_1], 256),
+}
+
+
+@pytest.mark.parametrize("case", KEEP_RATE_CASES)
+def test_attention_dropout_keep_rate_per_pathway_mode(case):
+    t, modes, b = KEEP_RATE_CASES[case]
+    p, d, h = 0.2, 32, 2
+    dh = d // h
+    prm = make_params(d, h)
+    with torch.no_grad():
+        for q in range(6):
+            prm.in_proj_weight[q][d:] = 0                # W_k = W_v = 0
+            prm.in_proj_bias[q][2 * d:] = 1              # b_v = 1: every value is 1
+            prm.out_proj_weight[q].zero_()
+            prm.out_proj_bias[q].zero_()
+            part = slice(0, dh) if q % 2 == 0 else slice(dh, d)
+            prm.out_proj_weight[q][part, part] = torch.eye(dh)
+    xs, _ = inputs(t, b=b, d=d)
+    lens = [torch.full((b,), ti) for ti in t]
+    with torch.no_grad():
+        saved = _saved(t, prm, xs, lens, modes, p, 0.0, seed=11)
+    for q in range(6):
+        m, n = QUERY[q], t[KEY[q]]
+        col = 0 if q % 2 == 0 else dh
+        psum = (3 * saved[f"u_{'vat'[m]}"][..., col] - xs[m].detach()[..., col]).double()
+        kept = (psum * (1 - p) * n).flatten()  # kept keys per query row
+        what = f"{PATHWAYS[q]} (mode {modes[q]})"
+        assert (kept - kept.round()).abs().max() < 1e-3, f"{what}: kept counts are not whole numbers"
+        rate = kept.mean().item() / n
+        assert abs(rate - (1 - p)) < 5 * math.sqrt(p * (1 - p) / kept.numel() / n), \
+            f"{what}: keep rate {rate:.4f}, expected {1 - p}"
+        var = kept.var().item() / (n * p * (1 - p))  # ~1 (standard error sqrt(2 / rows) <= 0.11 here)
+        assert 0.5 < var < 1.5, f"{what}: kept-count variance {var:.3f} x the binomial one"
+
+
 def test_dropout_masks_fresh_per_call_and_seeded():
     prm = make_params(attn_dropout=0.2)
     xs, lens = inputs((6, 5, 4))
@@ -254,20 +302,35 @@ def test_dropout_masks_fresh_per_call_and_seeded():
     assert all(rel_err(o, r) < 2e-5 for o, r in zip(out, ref))
 
 
-def test_dropout_matches_reference_in_expectation():
-    # Over many seeds: E[fused with dropout] = E[reference with dropout], every
-    # element within 5 standard errors of the difference of the two means.
+@pytest.mark.parametrize("t,shortcuts,out_p", [((3, 4, 1), True, 0.2), ((3, 4, 1), True, 0.0), ((3, 4, 2), False, 0.0)])
+def test_dropout_matches_reference_in_distribution(t, shortcuts, out_p):
+    """Over many seeds, fused and reference outputs with dropout have the same mean
+    AND the same spread. Attention dropout is unbiased, so the mean alone cannot
+    see it missing; its variance can: with out_p = 0 it is the only randomness.
+    (3, 4, 1) planned: v2a, a2v general, v2t, a2t key length 1, t2v, t2a absorbed;
+    (3, 4, 2): general only."""
     prm = make_params(8, 2, attn_dropout=0.3)
-    xs, lens = inputs((3, 4, 1), b=2, d=8)
+    xs, lens = inputs(t, b=2, d=8)
     xs = [x.detach() for x in xs]
+    modes = all_modes(t, shortcuts)
     n = 300
     with torch.no_grad():
-        fused = [torch.stack(o) for o in zip(*[cross_modal_block(*xs, *lens, params=prm, dropout_p=0.2,
-                                                                 training=True, backend="cpu") for _ in range(n)])]
-        ref = [torch.stack(o) for o in zip(*[cross_modal_reference(*xs, *lens, prm, 0.2, True) for _ in range(n)])]
-    for f, r in zip(fused, ref):
+        fused = [torch.stack(o) for o in zip(*[cross_modal_block(*xs, *lens, params=prm, dropout_p=out_p,
+                                                                 training=True, backend="cpu", shortcuts=modes)
+                                               for _ in range(n)])]
+        ref = [torch.stack(o) for o in zip(*[cross_modal_reference(*xs, *lens, prm, out_p, True) for _ in range(n)])]
+    for m, (f, r) in enumerate(zip(fused, ref)):
+        # E[fused] = E[reference]: every element within 5 standard errors of the difference of the two means
         se = ((f.var(0) + r.var(0)) / n).sqrt()
         assert ((f.mean(0) - r.mean(0)).abs() <= 5 * se + 1e-6).all()
+        # Var[fused] = Var[reference], summed over the elements of each item (the
+        # ratio's standard error is <= 0.12 at n = 300 even for fully correlated elements)
+        for i in range(f.shape[1]):
+            vf, vr = f[:, i].var(0).sum().item(), r[:, i].var(0).sum().item()
+            if vr > 1e-8:  # an item with randomness (one whose keys are all masked has none)
+                assert 0.65 < vf / vr < 1.5, f"output {m}, item {i}: variance {vf:.4g} vs reference {vr:.4g}"
+            else:
+                assert vf < 1e-8, f"output {m}, item {i}: variance {vf:.4g} where the reference has none"
 
 
 # --------------------------------------------------------------------------- op contract
