@@ -132,6 +132,40 @@ def test_module_autocast_bf16_cpu():
     assert (out.valence_arousal.double() - ref.valence_arousal).abs().max() < 0.05
 
 
+def check_module_autocast_fp32_inputs(backend, device="cpu", dtype=torch.bfloat16):
+    """fp32 activations and parameters under autocast: the head runs in the autocast dtype,
+    as nn.Linear (and the eager backend) does, and its values and the gradients of x,
+    weight and bias are within SPEC 5 (2x eager under the same autocast + one rounding)."""
+    x, w, b, t, m, up = make_inputs(300, dtype=torch.float32, device=device)
+
+    def run(backend_, dtype_, autocast):
+        head = PolarHead(256, backend=backend_).to(device=device, dtype=dtype_)
+        with torch.no_grad():
+            head.weight.copy_(w)
+            head.bias.copy_(b)
+        xx = x.detach().to(dtype_).requires_grad_()
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=autocast):
+            out = head(xx, t, m)
+        total = (out.valence_arousal.double() * up[0].double()).sum() \
+            + (out.theta_intensity.double() * up[1].double()).sum() + out.loss.double() * up[2].double()
+        grads = torch.autograd.grad(total, (xx, head.weight, head.bias))
+        return [out.valence_arousal, out.theta_intensity, out.loss], list(grads)
+
+    got, eager, exact = run(backend, torch.float32, True), run("eager", torch.float32, True), \
+        run("eager", torch.float64, False)
+    assert got[0][0].dtype == eager[0][0].dtype == dtype, (got[0][0].dtype, eager[0][0].dtype)
+    assert [g.dtype for g in got[1]] == [torch.float32] * 3
+    for what, kind in (("values", 0), ("grads", 1)):
+        for i, (f, e, r) in enumerate(zip(got[kind], eager[kind], exact[kind])):
+            err_f, err_e = (f.double() - r).abs().max().item(), (e.double() - r).abs().max().item()
+            tol = 2 * err_e + 2.0**-8 * max(1.0, r.abs().max().item())
+            assert err_f <= tol, f"{what}[{i}]: error {err_f:.3g} vs fp64 exceeds {tol:.3g} (eager {err_e:.3g})"
+
+
+def test_module_autocast_bf16_cpu_with_fp32_inputs():
+    check_module_autocast_fp32_inputs("cpu")
+
+
 def test_bounded_outputs_are_in_range():
     x = torch.randn(500, 256) * 10
     w = torch.randn(2, 256)
@@ -244,6 +278,13 @@ def test_gpu_gradcheck_and_opcheck():
         lambda x, w, b: polar_head(x, w, b, t, m, backend="cuda").loss, (x, w, b)
     )
     torch.library.opcheck(torch.ops.maven_fast.polar_head.default, (x, w, b, t, m, True))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_module_autocast_with_fp32_inputs(backend, dtype):
+    check_module_autocast_fp32_inputs(backend, "cuda", dtype)
 
 
 @pytest.mark.gpu
