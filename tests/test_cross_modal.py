@@ -25,8 +25,8 @@ from maven_fast.ops.cross_modal import (
     saved_names,
 )
 from maven_fast.ops.frame_concat_linear import frame_concat_linear
-from cross_modal_cases import (all_modes, check_against_reference, check_padding_never_read, inputs, make_params,
-                               op_args, param_list, rel_err, with_params)
+from cross_modal_cases import (all_modes, check_against_reference, check_padding_never_read, check_within_twice_eager,
+                               inputs, make_params, op_args, param_list, rel_err, with_params)
 
 pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
 
@@ -400,6 +400,64 @@ def test_bf16_autocast():
     for a, b in zip(g, g_ref):
         assert a.dtype == torch.float32
         assert rel_err(a.double(), b) < 0.05
+
+
+@pytest.mark.parametrize("t,shortcuts", [((9, 6, 1), True), ((5, 7, 9), False), ((5, 7, 9), "absorb")])
+def test_bf16_autocast_gradients_of_every_parameter(t, shortcuts):
+    """Under bf16 autocast (fp32 parameters and inputs), the gradients of every input
+    AND parameter obey SPEC 5: error vs float64 <= 2x that of eager PyTorch under the
+    same autocast + one bf16 rounding (2^-8) of max(1, max|exact|)."""
+    d = 32
+    prm = make_params(d, 2)
+    xs, lens = inputs(t, b=2, d=d)
+    modes = all_modes(t, shortcuts)
+    upstream = [0.1 + torch.linspace(-1, 1, x.numel(), dtype=torch.float64).view_as(x) for x in xs]
+
+    def run(fn, dtype, autocast):
+        x = [v.detach().to(dtype).requires_grad_() for v in xs]
+        p = with_params(prm, [v.detach().to(dtype).requires_grad_() for v in param_list(prm)])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = fn(x, p)
+        return torch.autograd.grad(out, x + param_list(p), [u.to(o.dtype) for u, o in zip(upstream, out)])
+
+    exact = run(lambda x, p: cross_modal_reference(*x, *lens, p), torch.float64, False)
+    eager = run(lambda x, p: cross_modal_reference(*x, *lens, p), torch.float32, True)
+    fused = run(lambda x, p: cross_modal_block(*x, *lens, params=p, backend="cpu", shortcuts=modes),
+                torch.float32, True)
+    names = ["x_v", "x_a", "x_t"] + [f"{n}[{PATHWAYS[q]}]" for n in ("in_proj_weight", "in_proj_bias",
+                                                                    "out_proj_weight", "out_proj_bias")
+                                     for q in range(6)] + ["ln_weight", "ln_bias"]
+    for name, f, e, r in zip(names, fused, eager, exact):
+        assert f.dtype == torch.float32 and torch.isfinite(f).all(), name
+        err_f, err_e = (f.double() - r).abs().max().item(), (e.double() - r).abs().max().item()
+        tol = 2 * err_e + 2.0**-8 * max(1.0, r.abs().max().item())
+        assert err_f <= tol, f"d {name}: error {err_f:.3g} vs fp64 exceeds {tol:.3g} (eager {err_e:.3g})"
+
+
+@pytest.mark.parametrize("t,shortcuts", [((6, 5, 1), [GENERAL, KEY_LEN_1, ABSORBED, KEY_LEN_1, GENERAL, ABSORBED]),
+                                         ((5, 7, 9), False)])
+def test_float16_within_twice_eager_error(t, shortcuts):
+    # fp16 tensors (no autocast): values and the gradients of every input and parameter, SPEC 5
+    prm = make_params(32, 2)
+    xs, lens = inputs(t, b=2, d=32)
+    check_within_twice_eager(xs, lens, prm, all_modes(t, shortcuts), torch.float16, "cpu")
+
+
+@pytest.mark.parametrize("t,shortcuts", [((17, 3, 1), True), ((5, 7, 9), False), ((5, 7, 9), "absorb"),
+                                         ((3, 257, 130), False)])
+def test_float64_values_and_gradients_match_reference(t, shortcuts):
+    # gradcheck (above) checks the backward against the op's own forward; this checks the
+    # forward (and the backward) against the float64 reference, to float64 precision.
+    prm = make_params(16, 2, torch.float64)
+    xs, lens = inputs(t, b=3, d=16, dtype=torch.float64)
+    ref = cross_modal_reference(*xs, *lens, prm)
+    out = cross_modal_block(*xs, *lens, params=prm, backend="cpu", shortcuts=all_modes(t, shortcuts))
+    for i, (o, r) in enumerate(zip(out, ref)):
+        assert o.dtype == torch.float64 and rel_err(o, r) < 1e-12, f"output {i}: rel. err {rel_err(o, r):.2e}"
+    gs = [torch.randn_like(r) for r in ref]
+    wrt = xs + param_list(prm)
+    for i, (a, b) in enumerate(zip(torch.autograd.grad(out, wrt, gs), torch.autograd.grad(ref, wrt, gs))):
+        assert rel_err(a, b) < 1e-11, f"gradient {i}: rel. err {rel_err(a, b):.2e}"
 
 
 # --------------------------------------------------------------------------- bad input
