@@ -4,7 +4,11 @@ Without a GPU, Triton kernels run in Triton's CPU interpreter: TRITON_INTERPRET
 must be set before any kernel module is imported, hence here. Tests marked
 ``gpu`` are skipped unless a CUDA device is present.
 """
+import contextlib
+import hashlib
 import os
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -36,3 +40,54 @@ def cuda_emulator():
     from cuda_emulation.build import load
 
     return load()
+
+
+@pytest.fixture
+def build_inductor_cache():
+    """A context manager: torch.compile's on-disk caches (Inductor, Triton) in a folder
+    keyed by this build of maven_fast's ops (the compiled extension, and maven_fast/ops
+    and kernels/, which register the ops' fake kernels and Triton kernels),
+    build/inductor-cache/<key>. Inductor's own cache key does not cover a custom op's
+    implementation, so the default cache could replay graphs of an older build; a fresh
+    cache per test would recompile the whole model every run (minutes on 2 cores; the
+    first run after a change of the ops pays that once). Other keys' folders are removed."""
+    import maven_fast
+    from maven_fast._extension import extension
+
+    root = Path(maven_fast.__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    ext = extension()
+    if ext is not None:
+        st = Path(ext.__file__).stat()
+        h.update(f"{ext.__file__}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for folder in ("maven_fast/ops", "kernels"):
+        for f in sorted((root / folder).rglob("*.py")):
+            h.update(f.read_bytes())
+    h.update(torch.__version__.encode())
+    base = root / "build" / "inductor-cache"
+    here = base / h.hexdigest()[:16]
+    if base.is_dir():
+        for old in base.iterdir():
+            if old != here:
+                shutil.rmtree(old, ignore_errors=True)
+    here.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def cache():
+        from torch._inductor.utils import clear_caches
+
+        saved = {k: os.environ.get(k) for k in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+        clear_caches()
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(here)
+        os.environ["TRITON_CACHE_DIR"] = str(here / "triton")
+        try:
+            yield here
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            clear_caches()
+
+    return cache
