@@ -148,11 +148,28 @@ def test_resume_after_stop_is_bit_identical(cache, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def _logged_train_steps(run_dir: Path) -> list[int]:
+    steps = []
+    for r in csv.DictReader((run_dir / "metrics.csv").open()):
+        try:
+            steps.append(int(r["step"]) if r["kind"] == "train" else 0)
+        except (TypeError, ValueError):  # a row being written
+            pass
+    return steps
+
+
 def test_kill_and_resume_matches_uninterrupted(cache, tmp_path):
-    """A process killed with SIGKILL after a checkpoint resumes to the same weights."""
-    args = ["run.epochs=2", "run.checkpoint_every=2"]
+    """A process killed with SIGKILL mid-run resumes to the same weights as a run that never
+    stopped: the fused backend with every dropout on (so the masks after the resume must
+    come from the restored generator). The kill must really have happened mid-run (return
+    code -9, last checkpoint before the final step) and after the first checkpoint's next
+    steps were logged; the resumed process must not redo the steps before its checkpoint
+    (their metrics.csv rows survive verbatim) and metrics.csv ends with each step once."""
+    args = ["run.epochs=2", "run.checkpoint_every=3", "run.log_every=1", "run.backend=cpu"]
     full = config(cache, tmp_path / "full", *args)
     train(full)
+    final_step = json.loads((tmp_path / "full/checkpoints/last/manifest.json").read_text())["progress"]["step"]
+    assert final_step >= 8, "too few steps to kill a run in the middle"
     run_dir = tmp_path / "killed"
     cfg = config(cache, run_dir, *args)
     cfg_path = tmp_path / "cfg.yaml"
@@ -161,16 +178,32 @@ def test_kill_and_resume_matches_uninterrupted(cache, tmp_path):
     manifest = run_dir / "checkpoints" / "last" / "manifest.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if manifest.exists() and json.loads(manifest.read_text())["progress"]["step"] >= 2:
-            break
-        time.sleep(0.05)
+        try:  # a checkpoint, and a step logged after it
+            step = json.loads(manifest.read_text())["progress"]["step"]
+            if step >= 3 and max(_logged_train_steps(run_dir), default=0) > step:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-run (return code {proc.returncode})"
+    killed_at = json.loads(manifest.read_text())["progress"]["step"]
+    assert 3 <= killed_at < final_step, (killed_at, final_step)
+    assert max(_logged_train_steps(run_dir)) > killed_at, "no step was logged after the checkpoint"
+    before = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if int(r["step"]) <= killed_at]
     resumed = subprocess.run([sys.executable, "-m", "maven_fast", "train", str(cfg_path), "--resume"], cwd=ROOT)
     assert resumed.returncode == 0
     a, b = weights(tmp_path / "full"), weights(run_dir)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    train_steps = [int(r["step"]) for r in rows if r["kind"] == "train"]
+    assert train_steps == list(range(1, final_step + 1)), train_steps
+    val_steps = [int(r["step"]) for r in rows if r["kind"] == "val"]
+    assert len(val_steps) == len(set(val_steps)) == 2, val_steps
+    assert rows[:len(before)] == before, "rows logged before the checkpoint were rewritten: steps redone?"
+    assert train_losses(run_dir) == train_losses(tmp_path / "full")
 
 
 def test_corrupted_checkpoint_is_detected_and_previous_survives(tmp_path):
