@@ -3,6 +3,11 @@
 Without a GPU, Triton kernels run in Triton's CPU interpreter: TRITON_INTERPRET
 must be set before any kernel module is imported, hence here. Tests marked
 ``gpu`` are skipped unless a CUDA device is present.
+
+The compiled extension (maven_fast._C) must load: if it does not (not built,
+built for another torch, an undefined symbol), the run stops before collecting
+any test, with the reason and the fix, and exits with status 1. A broken build
+never turns into a run of skipped tests.
 """
 import contextlib
 import hashlib
@@ -16,6 +21,24 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    from maven_fast._extension import extension, extension_error
+
+    if extension() is None:
+        pytest.exit(f"maven_fast's compiled extension did not load, so the fused ops cannot be tested: "
+                    f"{extension_error()}", returncode=1)
+
+
+def pytest_report_header(config):
+    from maven_fast.backends import available_backends
+
+    lines = []
+    for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+        runs = [b for b, problems in available_backends(device).items() if not problems]
+        lines.append(f"maven_fast backends on {device} tensors: {', '.join(runs)}")
+    return lines
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from maven_fast import BackendUnavailable
-from maven_fast._extension import extension
 from maven_fast.backends import backend_problems
 from maven_fast.nn import CrossModalBlock
 from maven_fast.ops.cross_modal import (
@@ -28,7 +27,6 @@ from maven_fast.ops.frame_concat_linear import frame_concat_linear
 from cross_modal_cases import (all_modes, check_against_reference, check_padding_never_read, check_within_twice_eager,
                                inputs, make_params, op_args, param_list, rel_err, with_params)
 
-pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
 
 # --------------------------------------------------------------------------- values and gradients
 @pytest.mark.parametrize("t", [(17, 3, 1), (1, 17, 3), (3, 1, 64), (100, 17, 1), (257, 3, 1), (1, 1, 1), (5, 7, 9)])
