@@ -95,10 +95,15 @@ def all_modes(t, shortcuts):
     return shortcuts
 
 
-def check_against_reference(t, shortcuts, d=16, h=2, b=3, tol=2e-5, lengths=None, backend="cpu"):
-    """Values and gradients of every input and parameter of ``backend`` vs the eager reference."""
+def check_against_reference(t, shortcuts, d=16, h=2, b=3, tol=2e-5, lengths=None, backend="cpu", device="cpu"):
+    """Values and gradients of every input and parameter of ``backend`` vs the eager reference
+    (both on ``device``)."""
     prm = make_params(d, h)
     xs, lens = inputs(t, b, d, lengths=lengths)
+    if device != "cpu":
+        xs = [x.detach().to(device).requires_grad_() for x in xs]
+        lens = [length.to(device) for length in lens]
+        prm = with_params(prm, [p.detach().to(device).requires_grad_() for p in param_list(prm)])
     ref = cross_modal_reference(*xs, *lens, prm)
     out = cross_modal_block(*xs, *lens, params=prm, backend=backend, shortcuts=all_modes(t, shortcuts))
     for o, r in zip(out, ref):
@@ -113,12 +118,15 @@ def check_against_reference(t, shortcuts, d=16, h=2, b=3, tol=2e-5, lengths=None
         assert rel_err(go, gr) < tol, f"gradient {i}: rel. err {rel_err(go, gr):.2e}"
 
 
-def op_args(t, modes, attn_p=0.0, out_p=0.0, dtype=torch.float32):
+def op_args(t, modes, attn_p=0.0, out_p=0.0, dtype=torch.float32, device="cpu"):
+    """The op's arguments; tensors on ``device`` (the rng stays on the CPU, as cross_modal_block passes it)."""
     prm = make_params(8, 2, dtype)
     xs, lens = inputs(t, b=2, d=8, dtype=dtype)
     rng = torch.tensor([3, 0], dtype=torch.long) if (attn_p or out_p) else None
-    return (*xs, *lens, prm.in_proj_weight, prm.in_proj_bias, prm.out_proj_weight, prm.out_proj_bias,
-            prm.ln_weight, prm.ln_bias, prm.ln_eps, 2, modes, attn_p, out_p, True, rng)
+    on = (lambda v: v) if device == "cpu" else (lambda v: v.detach().to(device))  # noqa: E731
+    ons = lambda vs: [on(v) for v in vs]  # noqa: E731
+    return (*ons(xs), *ons(lens), ons(prm.in_proj_weight), ons(prm.in_proj_bias), ons(prm.out_proj_weight),
+            ons(prm.out_proj_bias), on(prm.ln_weight), on(prm.ln_bias), prm.ln_eps, 2, modes, attn_p, out_p, True, rng)
 
 
 # --------------------------------------------------------------------------- SPEC 5 on the GPU
@@ -172,6 +180,28 @@ def assert_within_twice_eager(fused, eager, exact, dtype, floor, scale_min, what
         err_e = (e.double().cpu() - r).abs().max().item() if r.numel() else 0.0
         tol = 2 * err_e + floor * scale
         assert err_f <= tol, f"{what}[{i}]: error {err_f:.3g} vs fp64 exceeds {tol:.3g} (eager {err_e:.3g})"
+
+
+def check_bitwise_deterministic(backend, t, shortcuts, b, d=64, h=2, dtype=torch.float32, device="cuda", runs=3):
+    """Run-to-run determinism: ``runs`` calls (dropout on, fixed rng) give bitwise equal
+    values and gradients of every input and parameter. Use a batch large enough that
+    the reductions across programs (the Triton combine backward's ticket over 3 B
+    programs; the CUDA dK accumulation) see far more programs than SMs."""
+    prm = make_params(d, h, attn_dropout=0.1)
+    xs, lens = inputs(t, b, d)
+    lens = [length.to(device) for length in lens]
+    modes = all_modes(t, shortcuts)
+    upstream = [torch.randn(b, ti, d, dtype=torch.float64) for ti in t]
+
+    def fn(x, p):
+        return cross_modal_block(*x, *lens, params=p, backend=backend, shortcuts=modes, dropout_p=0.1,
+                                 training=True, rng=torch.tensor([20240607, 11]))
+
+    first = values_and_grads(fn, xs, prm, upstream, dtype, device)
+    for _ in range(runs - 1):
+        again = values_and_grads(fn, xs, prm, upstream, dtype, device)
+        for i, (a, c) in enumerate(zip(first[0] + first[1], again[0] + again[1])):
+            assert torch.equal(a, c), f"{backend} {dtype}: tensor {i} differs between runs"
 
 
 # --------------------------------------------------------------------------- padding: never read

@@ -24,8 +24,9 @@ from maven_fast.ops.cross_modal import (
     saved_names,
 )
 from maven_fast.ops.frame_concat_linear import frame_concat_linear
-from cross_modal_cases import (all_modes, check_against_reference, check_padding_never_read, check_within_twice_eager,
-                               inputs, make_params, op_args, param_list, rel_err, with_params)
+from cross_modal_cases import (FLOOR, all_modes, assert_within_twice_eager, check_against_reference,
+                               check_padding_never_read, check_within_twice_eager, inputs, make_params, op_args,
+                               param_list, rel_err, values_and_grads, with_params)
 
 
 # --------------------------------------------------------------------------- values and gradients
@@ -486,6 +487,27 @@ def test_float64_values_and_gradients_match_reference(t, shortcuts):
     wrt = xs + param_list(prm)
     for i, (a, b) in enumerate(zip(torch.autograd.grad(out, wrt, gs), torch.autograd.grad(ref, wrt, gs))):
         assert rel_err(a, b) < 1e-11, f"gradient {i}: rel. err {rel_err(a, b):.2e}"
+
+
+def test_fp32_floor_of_the_gpu_rule_sees_tf32():
+    """The fp32 floor of the SPEC 5 rule the GPU tests use (cross_modal_cases.FLOOR): the
+    CPU fp32 op passes it, a result computed from operands rounded to TF32's 10-bit
+    mantissa (what a silent switch to TF32 dots does) fails it; the former floor, 1e-3
+    for every dtype, let that through."""
+    t = (9, 6, 1)
+    prm = make_params(32, 2)
+    xs, lens = inputs(t, b=2, d=32)
+    check_within_twice_eager(xs, lens, prm, all_modes(t, True), torch.float32, "cpu")
+    upstream = [0.1 + torch.linspace(-1, 1, x.numel(), dtype=torch.float64).view_as(x) for x in xs]
+    tf32 = lambda v: (v.detach().view(torch.int32) & ~0x1FFF).view(torch.float32)  # noqa: E731
+    ref = lambda x, p: cross_modal_reference(*x, *lens, p)  # noqa: E731
+    exact = values_and_grads(ref, xs, prm, upstream, torch.float64, "cpu")
+    eager = values_and_grads(ref, xs, prm, upstream, torch.float32, "cpu")
+    rounded = values_and_grads(ref, [tf32(x) for x in xs], with_params(prm, [tf32(p) for p in param_list(prm)]),
+                               upstream, torch.float32, "cpu")
+    with pytest.raises(AssertionError, match="exceeds"):
+        assert_within_twice_eager(rounded[0], eager[0], exact[0], torch.float32, FLOOR[torch.float32], 1.0, "values")
+    assert_within_twice_eager(rounded[0], eager[0], exact[0], torch.float32, 1e-3, 1.0, "values")
 
 
 # --------------------------------------------------------------------------- bad input

@@ -27,8 +27,9 @@ from maven_fast.ops.cross_modal import (
     plan_pathways,
     saved_names,
 )
-from cross_modal_cases import (all_modes, assert_within_twice_eager, check_padding_never_read, inputs, make_params,
-                               param_list, rel_err, values_and_grads, with_params)
+from cross_modal_cases import (all_modes, assert_within_twice_eager, check_bitwise_deterministic,
+                               check_padding_never_read, inputs, make_params, param_list, rel_err, values_and_grads,
+                               with_params)
 
 
 DEV = "cuda"
@@ -104,6 +105,22 @@ def test_cuda_long_keys_and_large_absorbed_width(dtype):
     check_cuda((3, 257, 130), False, b=2, dtype=dtype)
     check_cuda((70, 257, 130), "absorb", b=2, dtype=dtype)
     check_cuda((64, 100, 1), True, d=1024, h=2, b=2, dtype=dtype)  # absorbed dk = dv = 1024
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("t", [(130, 257, 65), (256, 400, 64)])
+def test_cuda_long_general_pathways(t, dtype):
+    # every pathway general over hundreds of keys and queries: many key tiles and query blocks
+    check_cuda(t, False, d=64, h=2, b=2, dtype=dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("t,shortcuts", [((40, 70, 1), True), ((40, 70, 33), False), ((40, 70, 33), "absorb")])
+def test_cuda_bitwise_deterministic_many_programs(dtype, t, shortcuts):
+    # 512 items, dropout on: far more attention and combine programs than SMs
+    check_bitwise_deterministic("cuda", t, shortcuts, b=512, dtype=dtype)
 
 
 @pytest.mark.gpu

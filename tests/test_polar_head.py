@@ -14,6 +14,9 @@ from polar_head_cases import SIZES, assert_matches, make_inputs, reference, run
 CPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The Triton interpreter gets bf16 wrong; bf16 Triton is covered by the GPU tests.
 TRITON_CPU_DTYPES = (torch.float32, torch.float16)
+# Where the Triton tests below run: CPU tensors in the interpreter without a GPU
+# (conftest.py sets TRITON_INTERPRET=1), the compiled kernels on CUDA tensors with one.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def fused(backend):
@@ -47,24 +50,26 @@ def test_cpu_masks_and_no_loss(mask_kind, with_loss):
 @pytest.mark.parametrize("n", [1, 7, 1000])
 @pytest.mark.parametrize("dtype", TRITON_CPU_DTYPES)
 def test_triton_interpreter_matches_reference(n, dtype):
-    check_backend("triton", n, dtype, bounded=True, with_loss=True, mask_kind="random")
+    check_backend("triton", n, dtype, bounded=True, with_loss=True, mask_kind="random", device=TRITON_DEVICE)
 
 
 def test_triton_interpreter_large_unbounded_no_loss():
-    check_backend("triton", 4097, torch.float32, bounded=False, with_loss=False, mask_kind="random")
+    check_backend("triton", 4097, torch.float32, bounded=False, with_loss=False, mask_kind="random",
+                  device=TRITON_DEVICE)
 
 
 @pytest.mark.parametrize("mask_kind", ["all_valid", "none_valid"])
 def test_triton_interpreter_masks(mask_kind):
-    check_backend("triton", 9, torch.float32, True, with_loss=True, mask_kind=mask_kind)
+    check_backend("triton", 9, torch.float32, True, with_loss=True, mask_kind=mask_kind, device=TRITON_DEVICE)
 
 
 def test_no_valid_row_gives_zero_loss_and_finite_grads():
     x, w, b, t, _, up = make_inputs(5)
     mask = torch.zeros(5, dtype=torch.bool)
     for backend in ("eager", "cpu", "triton"):
-        xx = x.clone().requires_grad_()
-        out = polar_head(xx, w, b, t, mask, backend=backend)
+        dev = TRITON_DEVICE if backend == "triton" else "cpu"
+        xx = x.clone().to(dev).requires_grad_()
+        out = polar_head(xx, w.to(dev), b.to(dev), t.to(dev), mask.to(dev), backend=backend)
         assert out.loss.item() == 0.0 and out.n_valid.item() == 0.0
         out.loss.backward()
         assert torch.isfinite(xx.grad).all() and xx.grad.abs().max() == 0
@@ -187,8 +192,10 @@ def test_strided_and_noncontiguous_inputs_are_handled():
     torch.testing.assert_close(
         polar_head(xt, w, b, backend="cpu").valence_arousal, polar_head_reference(xt, w, b).valence_arousal
     )
+    dev = TRITON_DEVICE
     torch.testing.assert_close(
-        polar_head(x, w.t().contiguous().t(), b, backend="triton").valence_arousal, ref.valence_arousal
+        polar_head(x.to(dev), w.t().contiguous().t().to(dev), b.to(dev), backend="triton").valence_arousal.cpu(),
+        ref.valence_arousal
     )
 
 
@@ -260,6 +267,24 @@ def test_empty_batch():
 @pytest.mark.parametrize("bounded", [True, False])
 def test_gpu_matches_reference(backend, dtype, n, bounded):
     check_backend(backend, n, dtype, bounded, with_loss=True, mask_kind="random", device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_gpu_bitwise_deterministic(backend, dtype):
+    """Run to run, bitwise: values, loss, and the x, weight and bias gradients, with far more
+    row tiles than programs (the CUDA block partials and the Triton ticket reduction over
+    up to 4 programs per SM both sum in a fixed order)."""
+    n = 1 << 18
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert n // 64 >= 8 * 4 * sms  # tiles of <= 64 rows: >= 8x the programs
+    x, w, b, t, m, up = make_inputs(n, dtype=dtype, device="cuda")
+    first = run(fused(backend), x, w, b, t, m, up, True)
+    for _ in range(2):
+        again = run(fused(backend), x, w, b, t, m, up, True)
+        for i, (a, c) in enumerate(zip(first[0] + first[1], again[0] + again[1])):
+            assert torch.equal(a, c), f"{backend} {dtype}: tensor {i} differs between runs"
 
 
 @pytest.mark.gpu
