@@ -42,9 +42,6 @@ def with_params(prm: CrossModalParams, flat):
 
 # Key tiles of the kernels: CPU attention blocks of 128 keys, Triton's BLOCK_N
 # (16 under the interpreter, 16 to 64 on a GPU) and the CUDA kernels' 32-key tiles.
-KEY_TILES = (16, 32, 64, 128)
-
-
 def partial_length(t: int) -> int:
     """A length that leaves item keys padded INSIDE a key tile of every kernel: the
     longest l < t that is not a multiple of 16 (so of no tile size), e.g. 255 of
