@@ -97,8 +97,10 @@ def build_inductor_cache():
 
     @contextlib.contextmanager
     def cache():
-        from torch._inductor.utils import clear_caches
+        from torch._inductor import utils as inductor_utils
 
+        # clear_caches (torch 2.14); older releases name it clear_inductor_caches
+        clear_caches = getattr(inductor_utils, "clear_caches", None) or inductor_utils.clear_inductor_caches
         saved = {k: os.environ.get(k) for k in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
         clear_caches()
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(here)
