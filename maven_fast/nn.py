@@ -54,8 +54,13 @@ class PolarHead(nn.Linear):
             )
         lead = x.shape[:-1]
         weight, bias = self.weight, self.bias
-        if torch.is_autocast_enabled(x.device.type) and weight.dtype != x.dtype:
-            # What autocast does for nn.Linear: run in the activations' dtype.
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if autocast and x.dtype != torch.float64:
+            # What autocast does for nn.Linear: every floating input but float64 runs
+            # in the autocast dtype (fp32 activations included).
+            dt = torch.get_autocast_dtype(x.device.type)
+            x = x.to(dt)
+        if autocast and weight.dtype != x.dtype:
             weight, bias = weight.to(x.dtype), bias.to(x.dtype)
         elif weight.dtype != x.dtype:
             raise TypeError(

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 import maven_fast
-from maven_fast._extension import extension
 from maven_fast.nn import CrossModalBlock
 from maven_fast.ops.cross_modal import (
     ABSORBED,
@@ -28,10 +27,10 @@ from maven_fast.ops.cross_modal import (
     plan_pathways,
     saved_names,
 )
-from cross_modal_cases import (all_modes, assert_within_twice_eager, inputs, make_params, param_list, rel_err,
-                               values_and_grads, with_params)
+from cross_modal_cases import (all_modes, assert_within_twice_eager, check_bitwise_deterministic,
+                               check_padding_never_read, inputs, make_params, param_list, rel_err, values_and_grads,
+                               with_params)
 
-pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
 
 DEV = "cuda"
 # Floor of the GPU rule, relative to the largest reference value of each
@@ -110,6 +109,22 @@ def test_cuda_long_keys_and_large_absorbed_width(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("t", [(130, 257, 65), (256, 400, 64)])
+def test_cuda_long_general_pathways(t, dtype):
+    # every pathway general over hundreds of keys and queries: many key tiles and query blocks
+    check_cuda(t, False, d=64, h=2, b=2, dtype=dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("t,shortcuts", [((40, 70, 1), True), ((40, 70, 33), False), ((40, 70, 33), "absorb")])
+def test_cuda_bitwise_deterministic_many_programs(dtype, t, shortcuts):
+    # 512 items, dropout on: far more attention and combine programs than SMs
+    check_bitwise_deterministic("cuda", t, shortcuts, b=512, dtype=dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shortcuts", [False, True, "absorb"])
 def test_cuda_length_edges(shortcuts, dtype):
     t = (5, 4, 3)
@@ -132,6 +147,19 @@ def test_cuda_padded_keys_are_never_read(shortcuts):
         x_a2 = torch.where(mask[..., None], torch.full_like(xs[1], float("nan")), xs[1])
         out2 = cross_modal_block(xs[0], x_a2, xs[2], *lens, params=prm, backend="cuda", shortcuts=modes)
     assert torch.equal(out[0], out2[0]) and torch.equal(out[2], out2[2])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("t,shortcuts", [((6, 5, 4), False), ((6, 5, 4), "absorb"), ((9, 1, 1), True),
+                                         ((3, 257, 130), False), ((70, 257, 130), "absorb")])
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_cuda_padded_steps_are_never_read_and_get_zero_gradient(t, shortcuts, p):
+    # NaN at every padded step; items end inside a 32-key tile (255 of 257, 129 of 130).
+    modes = all_modes(t, shortcuts)
+    if isinstance(modes, bool):
+        modes = plan_pathways(*t, 16, 2, shortcuts=modes)
+    check_padding_never_read(torch.ops.maven_fast.cross_modal_block, torch.ops.maven_fast.cross_modal_block_backward,
+                             t, modes, device=DEV, attn_p=p, out_p=p)
 
 
 @pytest.mark.gpu

@@ -14,6 +14,9 @@ from polar_head_cases import SIZES, assert_matches, make_inputs, reference, run
 CPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The Triton interpreter gets bf16 wrong; bf16 Triton is covered by the GPU tests.
 TRITON_CPU_DTYPES = (torch.float32, torch.float16)
+# Where the Triton tests below run: CPU tensors in the interpreter without a GPU
+# (conftest.py sets TRITON_INTERPRET=1), the compiled kernels on CUDA tensors with one.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def fused(backend):
@@ -47,24 +50,26 @@ def test_cpu_masks_and_no_loss(mask_kind, with_loss):
 @pytest.mark.parametrize("n", [1, 7, 1000])
 @pytest.mark.parametrize("dtype", TRITON_CPU_DTYPES)
 def test_triton_interpreter_matches_reference(n, dtype):
-    check_backend("triton", n, dtype, bounded=True, with_loss=True, mask_kind="random")
+    check_backend("triton", n, dtype, bounded=True, with_loss=True, mask_kind="random", device=TRITON_DEVICE)
 
 
 def test_triton_interpreter_large_unbounded_no_loss():
-    check_backend("triton", 4097, torch.float32, bounded=False, with_loss=False, mask_kind="random")
+    check_backend("triton", 4097, torch.float32, bounded=False, with_loss=False, mask_kind="random",
+                  device=TRITON_DEVICE)
 
 
 @pytest.mark.parametrize("mask_kind", ["all_valid", "none_valid"])
 def test_triton_interpreter_masks(mask_kind):
-    check_backend("triton", 9, torch.float32, True, with_loss=True, mask_kind=mask_kind)
+    check_backend("triton", 9, torch.float32, True, with_loss=True, mask_kind=mask_kind, device=TRITON_DEVICE)
 
 
 def test_no_valid_row_gives_zero_loss_and_finite_grads():
     x, w, b, t, _, up = make_inputs(5)
     mask = torch.zeros(5, dtype=torch.bool)
     for backend in ("eager", "cpu", "triton"):
-        xx = x.clone().requires_grad_()
-        out = polar_head(xx, w, b, t, mask, backend=backend)
+        dev = TRITON_DEVICE if backend == "triton" else "cpu"
+        xx = x.clone().to(dev).requires_grad_()
+        out = polar_head(xx, w.to(dev), b.to(dev), t.to(dev), mask.to(dev), backend=backend)
         assert out.loss.item() == 0.0 and out.n_valid.item() == 0.0
         out.loss.backward()
         assert torch.isfinite(xx.grad).all() and xx.grad.abs().max() == 0
@@ -132,6 +137,40 @@ def test_module_autocast_bf16_cpu():
     assert (out.valence_arousal.double() - ref.valence_arousal).abs().max() < 0.05
 
 
+def check_module_autocast_fp32_inputs(backend, device="cpu", dtype=torch.bfloat16):
+    """fp32 activations and parameters under autocast: the head runs in the autocast dtype,
+    as nn.Linear (and the eager backend) does, and its values and the gradients of x,
+    weight and bias are within SPEC 5 (2x eager under the same autocast + one rounding)."""
+    x, w, b, t, m, up = make_inputs(300, dtype=torch.float32, device=device)
+
+    def run(backend_, dtype_, autocast):
+        head = PolarHead(256, backend=backend_).to(device=device, dtype=dtype_)
+        with torch.no_grad():
+            head.weight.copy_(w)
+            head.bias.copy_(b)
+        xx = x.detach().to(dtype_).requires_grad_()
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=autocast):
+            out = head(xx, t, m)
+        total = (out.valence_arousal.double() * up[0].double()).sum() \
+            + (out.theta_intensity.double() * up[1].double()).sum() + out.loss.double() * up[2].double()
+        grads = torch.autograd.grad(total, (xx, head.weight, head.bias))
+        return [out.valence_arousal, out.theta_intensity, out.loss], list(grads)
+
+    got, eager, exact = run(backend, torch.float32, True), run("eager", torch.float32, True), \
+        run("eager", torch.float64, False)
+    assert got[0][0].dtype == eager[0][0].dtype == dtype, (got[0][0].dtype, eager[0][0].dtype)
+    assert [g.dtype for g in got[1]] == [torch.float32] * 3
+    for what, kind in (("values", 0), ("grads", 1)):
+        for i, (f, e, r) in enumerate(zip(got[kind], eager[kind], exact[kind])):
+            err_f, err_e = (f.double() - r).abs().max().item(), (e.double() - r).abs().max().item()
+            tol = 2 * err_e + 2.0**-8 * max(1.0, r.abs().max().item())
+            assert err_f <= tol, f"{what}[{i}]: error {err_f:.3g} vs fp64 exceeds {tol:.3g} (eager {err_e:.3g})"
+
+
+def test_module_autocast_bf16_cpu_with_fp32_inputs():
+    check_module_autocast_fp32_inputs("cpu")
+
+
 def test_bounded_outputs_are_in_range():
     x = torch.randn(500, 256) * 10
     w = torch.randn(2, 256)
@@ -153,8 +192,10 @@ def test_strided_and_noncontiguous_inputs_are_handled():
     torch.testing.assert_close(
         polar_head(xt, w, b, backend="cpu").valence_arousal, polar_head_reference(xt, w, b).valence_arousal
     )
+    dev = TRITON_DEVICE
     torch.testing.assert_close(
-        polar_head(x, w.t().contiguous().t(), b, backend="triton").valence_arousal, ref.valence_arousal
+        polar_head(x.to(dev), w.t().contiguous().t().to(dev), b.to(dev), backend="triton").valence_arousal.cpu(),
+        ref.valence_arousal
     )
 
 
@@ -230,6 +271,24 @@ def test_gpu_matches_reference(backend, dtype, n, bounded):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_gpu_bitwise_deterministic(backend, dtype):
+    """Run to run, bitwise: values, loss, and the x, weight and bias gradients, with far more
+    row tiles than programs (the CUDA block partials and the Triton ticket reduction over
+    up to 4 programs per SM both sum in a fixed order)."""
+    n = 1 << 18
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert n // 64 >= 8 * 4 * sms  # tiles of <= 64 rows: >= 8x the programs
+    x, w, b, t, m, up = make_inputs(n, dtype=dtype, device="cuda")
+    first = run(fused(backend), x, w, b, t, m, up, True)
+    for _ in range(2):
+        again = run(fused(backend), x, w, b, t, m, up, True)
+        for i, (a, c) in enumerate(zip(first[0] + first[1], again[0] + again[1])):
+            assert torch.equal(a, c), f"{backend} {dtype}: tensor {i} differs between runs"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize("mask_kind", ["all_valid", "none_valid"])
 def test_gpu_masks(backend, mask_kind):
     check_backend(backend, 513, torch.float32, True, with_loss=True, mask_kind=mask_kind, device="cuda")
@@ -244,6 +303,13 @@ def test_gpu_gradcheck_and_opcheck():
         lambda x, w, b: polar_head(x, w, b, t, m, backend="cuda").loss, (x, w, b)
     )
     torch.library.opcheck(torch.ops.maven_fast.polar_head.default, (x, w, b, t, m, True))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_module_autocast_with_fp32_inputs(backend, dtype):
+    check_module_autocast_fp32_inputs(backend, "cuda", dtype)
 
 
 @pytest.mark.gpu

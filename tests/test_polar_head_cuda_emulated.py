@@ -10,10 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maven_fast._extension import extension
 from polar_head_cases import make_inputs
-
-pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
 
 
 def _both(emu, n, d, dtype, bounded, with_loss, mask_kind="random"):

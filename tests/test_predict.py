@@ -209,6 +209,28 @@ def test_predictions_equal_the_model_on_cached_features(clip, cache, tmp_path, p
     assert seen.all() and len(dataset) > (4 if max_frames else 3)
 
 
+def test_default_backend_predicts_what_eager_predicts(clip, cache, tmp_path):
+    """`maven-fast predict` without --backend (auto: the fused C++ kernels on a CPU, the
+    CUDA or Triton kernels on a GPU, cuda being the default device there) writes the
+    per-frame and per-segment predictions of the eager model."""
+    ckpt = make_checkpoint(tmp_path / "ckpt", cache, "paper")
+    predictor = Predictor.from_checkpoint(ckpt)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert predictor.model.backend != "eager" and next(predictor.model.parameters()).device.type == device
+    base = [clip["video"], "--transcript", clip["transcript"], "--checkpoint", ckpt, "--no-progress"]
+    assert main(["predict", *map(str, base), "--out", str(tmp_path / "eager"), "--backend", "eager"]) == 0
+    assert main(["predict", *map(str, base), "--out", str(tmp_path / "default")]) == 0
+    for name in ("clip.frames.csv", "clip.segments.csv"):
+        _, eager = read_csv(tmp_path / "eager" / name)
+        _, fused = read_csv(tmp_path / "default" / name)
+        assert len(eager) == len(fused) > 0
+        for e, f in zip(eager, fused):
+            assert {k: v for k, v in e.items() if k not in ("valence", "arousal")} == \
+                {k: v for k, v in f.items() if k not in ("valence", "arousal")}
+            for k in ("valence", "arousal"):
+                assert float(f[k]) == pytest.approx(float(e[k]), abs=2e-5), (name, k, e, f)
+
+
 # ------------------------------------------------------------------------------- refusals, errors
 def test_refuses_to_predict_without_a_checkpoint(clip, tmp_path, capsys):
     out = tmp_path / "out"

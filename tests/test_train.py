@@ -1,6 +1,7 @@
 """maven-fast train / eval: runs, logs, checkpoints, exact resume, DDP, bad configs."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -99,6 +100,40 @@ def test_fused_training_matches_eager(cache, tmp_path):
     assert abs(results["eager"]["val"]["P"] - results["cpu"]["val"]["P"]) <= 0.01
 
 
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """step -> training loss, from metrics.csv (run.log_every=1)."""
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    return {int(r["step"]): float(r["loss"]) for r in rows if r["kind"] == "train"}
+
+
+def test_compiled_training_matches_uncompiled(cache, tmp_path, monkeypatch, build_inductor_cache):
+    """run.compile=true: the whole paper model on the fused backend, in training mode with
+    every dropout on (cross-modal attention and output, drop path, regressor), compiled
+    forward and backward, follows the uncompiled run step by step. Inductor's
+    fallback_random draws its dropout masks from the generator eager uses, so both
+    runs see the same masks; the fused op draws its own."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    args = ["run.backend=cpu", "run.max_steps=3", "run.epochs=1", "run.log_every=1",
+            "model.beit.num_hidden_layers=1"]  # one BEiT layer: a third fewer kernels to compile
+    train(config(cache, tmp_path / "plain", *args))
+    torch._dynamo.reset()
+    counters.clear()
+    with build_inductor_cache():
+        train(config(cache, tmp_path / "compiled", *args, "run.compile=true"))
+    assert counters["stats"]["unique_graphs"] >= 1, "run.compile=true compiled nothing"
+    torch._dynamo.reset()
+    plain, compiled = train_losses(tmp_path / "plain"), train_losses(tmp_path / "compiled")
+    assert list(plain) == list(compiled) == [1, 2, 3]
+    for step in plain:
+        assert abs(plain[step] - compiled[step]) <= 1e-5 * abs(plain[step]), (step, plain[step], compiled[step])
+    a, b = weights(tmp_path / "plain"), weights(tmp_path / "compiled")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
 def test_resume_after_stop_is_bit_identical(cache, tmp_path):
     full = config(cache, tmp_path / "full", "run.epochs=2")
     train(full)
@@ -113,11 +148,28 @@ def test_resume_after_stop_is_bit_identical(cache, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def _logged_train_steps(run_dir: Path) -> list[int]:
+    steps = []
+    for r in csv.DictReader((run_dir / "metrics.csv").open()):
+        try:
+            steps.append(int(r["step"]) if r["kind"] == "train" else 0)
+        except (TypeError, ValueError):  # a row being written
+            pass
+    return steps
+
+
 def test_kill_and_resume_matches_uninterrupted(cache, tmp_path):
-    """A process killed with SIGKILL after a checkpoint resumes to the same weights."""
-    args = ["run.epochs=2", "run.checkpoint_every=2"]
+    """A process killed with SIGKILL mid-run resumes to the same weights as a run that never
+    stopped: the fused backend with every dropout on (so the masks after the resume must
+    come from the restored generator). The kill must really have happened mid-run (return
+    code -9, last checkpoint before the final step) and after the first checkpoint's next
+    steps were logged; the resumed process must not redo the steps before its checkpoint
+    (their metrics.csv rows survive verbatim) and metrics.csv ends with each step once."""
+    args = ["run.epochs=2", "run.checkpoint_every=3", "run.log_every=1", "run.backend=cpu"]
     full = config(cache, tmp_path / "full", *args)
     train(full)
+    final_step = json.loads((tmp_path / "full/checkpoints/last/manifest.json").read_text())["progress"]["step"]
+    assert final_step >= 8, "too few steps to kill a run in the middle"
     run_dir = tmp_path / "killed"
     cfg = config(cache, run_dir, *args)
     cfg_path = tmp_path / "cfg.yaml"
@@ -126,16 +178,32 @@ def test_kill_and_resume_matches_uninterrupted(cache, tmp_path):
     manifest = run_dir / "checkpoints" / "last" / "manifest.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if manifest.exists() and json.loads(manifest.read_text())["progress"]["step"] >= 2:
-            break
-        time.sleep(0.05)
+        try:  # a checkpoint, and a step logged after it
+            step = json.loads(manifest.read_text())["progress"]["step"]
+            if step >= 3 and max(_logged_train_steps(run_dir), default=0) > step:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-run (return code {proc.returncode})"
+    killed_at = json.loads(manifest.read_text())["progress"]["step"]
+    assert 3 <= killed_at < final_step, (killed_at, final_step)
+    assert max(_logged_train_steps(run_dir)) > killed_at, "no step was logged after the checkpoint"
+    before = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if int(r["step"]) <= killed_at]
     resumed = subprocess.run([sys.executable, "-m", "maven_fast", "train", str(cfg_path), "--resume"], cwd=ROOT)
     assert resumed.returncode == 0
     a, b = weights(tmp_path / "full"), weights(run_dir)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    train_steps = [int(r["step"]) for r in rows if r["kind"] == "train"]
+    assert train_steps == list(range(1, final_step + 1)), train_steps
+    val_steps = [int(r["step"]) for r in rows if r["kind"] == "val"]
+    assert len(val_steps) == len(set(val_steps)) == 2, val_steps
+    assert rows[:len(before)] == before, "rows logged before the checkpoint were rewritten: steps redone?"
+    assert train_losses(run_dir) == train_losses(tmp_path / "full")
 
 
 def test_corrupted_checkpoint_is_detected_and_previous_survives(tmp_path):
