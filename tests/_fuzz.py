@@ -232,7 +232,7 @@ def _op_repeat(draw, data, rep: int = 3000):
 
 
 _OPS = [_op_insert_token, _op_insert_bytes, _op_delete, _op_replace_number, _op_lines, _op_encoding,
-        _op_repeat, _op_line_edge]
+        _op_repeat, _op_line_edge, _op_line_edge]
 
 
 @st.composite
