@@ -27,8 +27,32 @@ VARIANTS: tuple[str, ...] = typing.get_args(Variant)
 ORIGINAL_BEIT_CHECKPOINT = "microsoft/beit-base-patch16-224-pt22k"
 
 
+#: Upper bounds of the sizes a config may name (checked by :meth:`MavenConfig.validate`).
+MAX_SIZE = 1 << 20
+MAX_LAYERS = 1024
+
+
 class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type."""
+    """A configuration value is missing, unknown or of the wrong type.
+
+    ``key`` is the dotted key at fault (``optim.lr``, ``regressor.hidden_sizes[0]``) when
+    there is one: :meth:`TrainConfig.load <maven_fast.train.config.TrainConfig.load>` uses it
+    to name the file, line and column of that key. The message is one line.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` bounded in length and depth (for messages about values read from files)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = r.maxlong = limit
+    r.maxlevel, r.maxdict, r.maxlist, r.maxtuple = 3, 4, 4, 4
+    return r.repr(value)
 
 
 @dataclass
@@ -209,7 +233,8 @@ class MavenConfig:
     @classmethod
     def preset(cls, name: str) -> "MavenConfig":
         if name not in VARIANTS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(VARIANTS)}")
+            raise ConfigError(f"unknown preset {short_repr(name)}; choose one of {', '.join(VARIANTS)}",
+                              key="preset")
         return getattr(cls, name)()
 
     @property
@@ -226,16 +251,16 @@ class MavenConfig:
         """Cross-field checks the types alone cannot express."""
         cm = self.cross_modal
         if self.variant not in VARIANTS:
-            raise ConfigError(f"variant: expected one of {', '.join(VARIANTS)}, got {self.variant!r}")
+            raise ConfigError(f"variant: expected one of {', '.join(VARIANTS)}, got {short_repr(self.variant)}",
+                              key="variant")
         if cm.embed_dim % cm.num_heads:
             raise ConfigError(
-                f"cross_modal.embed_dim ({cm.embed_dim}) must be divisible by cross_modal.num_heads ({cm.num_heads})"
-            )
+                f"cross_modal.embed_dim ({cm.embed_dim}) must be divisible by cross_modal.num_heads ({cm.num_heads})",
+                key="cross_modal.num_heads")
         if self.variant != "reference_mlp" and self.beit.hidden_size % self.beit.num_attention_heads:
             raise ConfigError(
                 f"beit.hidden_size ({self.beit.hidden_size}) must be divisible by "
-                f"beit.num_attention_heads ({self.beit.num_attention_heads})"
-            )
+                f"beit.num_attention_heads ({self.beit.num_attention_heads})", key="beit.num_attention_heads")
         positive = {
             "encoders.video_dim": self.encoders.video_dim, "encoders.audio_dim": self.encoders.audio_dim,
             "encoders.text_dim": self.encoders.text_dim, "cross_modal.embed_dim": cm.embed_dim,
@@ -248,15 +273,20 @@ class MavenConfig:
         }
         for key, value in positive.items():
             if value <= 0:
-                raise ConfigError(f"{key} must be positive, got {value}")
-        if self.beit.num_hidden_layers < 0:
-            raise ConfigError(f"beit.num_hidden_layers must be >= 0, got {self.beit.num_hidden_layers}")
+                raise ConfigError(f"{key} must be positive, got {value}", key=key)
+            if value > MAX_SIZE:  # a typo, or a config edited by hand: no model would fit in memory
+                raise ConfigError(f"{key} must be at most {MAX_SIZE}, got {value}", key=key)
+        if not 0 <= self.beit.num_hidden_layers <= MAX_LAYERS:
+            raise ConfigError(f"beit.num_hidden_layers must be in [0, {MAX_LAYERS}], got "
+                              f"{self.beit.num_hidden_layers}", key="beit.num_hidden_layers")
         if self.variant == "paper" and self.beit.num_branches != 1:
-            raise ConfigError("beit.num_branches must be 1 for the paper variant (one temporal stack)")
+            raise ConfigError("beit.num_branches must be 1 for the paper variant (one temporal stack)",
+                              key="beit.num_branches")
         if self.variant == "reference_beit" and self.regressor.output != "valence_arousal":
-            raise ConfigError("regressor.output must be 'valence_arousal' for reference_beit (as the original)")
+            raise ConfigError("regressor.output must be 'valence_arousal' for reference_beit (as the original)",
+                              key="regressor.output")
         if self.variant != "reference_beit" and self.regressor.output != "polar":
-            raise ConfigError(f"regressor.output must be 'polar' for {self.variant}")
+            raise ConfigError(f"regressor.output must be 'polar' for {self.variant}", key="regressor.output")
         probabilities = {
             "cross_modal.dropout": cm.dropout, "beit.hidden_dropout_prob": self.beit.hidden_dropout_prob,
             "beit.attention_probs_dropout_prob": self.beit.attention_probs_dropout_prob,
@@ -265,7 +295,7 @@ class MavenConfig:
         }
         for key, value in probabilities.items():
             if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{key} must be in [0, 1), got {value}")
+                raise ConfigError(f"{key} must be in [0, 1), got {value}", key=key)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -291,18 +321,20 @@ class MavenConfig:
     @classmethod
     def from_yaml(cls, source: str | os.PathLike) -> "MavenConfig":
         """Parse YAML text, or read a ``.yaml``/``.yml`` file when ``source`` is a path."""
-        text = str(source)
+        text, name = str(source), "YAML text"
         if isinstance(source, os.PathLike) or (
             "\n" not in text and text.endswith((".yaml", ".yml")) and os.path.exists(text)
         ):
-            with open(source, encoding="utf-8") as f:
-                text = f.read()
-        data = yaml.safe_load(text)
+            text, name = read_text(source), str(source)
+        data, _ = load_yaml(text, name)
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(f"a MAVEN config must be a YAML mapping, got {type(data).__name__}")
-        return cls.from_dict(data)
+            raise ConfigError(f"{name}: a MAVEN config must be a YAML mapping, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except RecursionError:
+            raise ConfigError(f"{name}: nested too deeply") from None
 
 
 # ---------------------------------------------------------------------- typed building
@@ -344,7 +376,8 @@ def _type_name(tp: Any) -> str:
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
     def fail() -> ConfigError:
-        return ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} "
+                           f"{short_repr(value)}", key=path)
 
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -408,10 +441,112 @@ def build_dataclass(cls: type, data: dict[str, Any], path: str = "") -> Any:
     if unknown:
         where = path or "config"
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; known keys: {', '.join(names)}"
-        )
+            f"{where}: unknown key(s) {', '.join(short_repr(k) for k in unknown[:5])}; known keys: {', '.join(names)}",
+            key=f"{path}.{unknown[0]}" if path else str(unknown[0]))
     kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+        raise ConfigError(f"{path}: {exc}" if path else str(exc),
+                          key=(f"{path}.{exc.key}" if path else exc.key) if exc.key else path or None) from None
+
+
+# ---------------------------------------------------------------------- YAML with locations
+def read_text(path: str | os.PathLike) -> str:
+    """A config file's text (UTF-8, BOM allowed); unreadable or undecodable: :class:`ConfigError`
+    naming the file (and the line of the first bad byte)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                          "save the config as UTF-8") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def load_yaml(text: str, source: str) -> tuple[Any, Any]:
+    """Parse YAML ``text`` (safe tags only) into ``(data, node)``: the plain value and the
+    composed node tree, whose marks locate each key (see :func:`yaml_location`). Any error
+    is a one-line :class:`ConfigError` ``SOURCE:LINE:COLUMN: ...`` (1-based)."""
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        try:
+            return loader.construct_document(node), node
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp 2024-13-01
+            bad = _bad_scalar(loader, node)
+            where = f"{source}:{bad.start_mark.line + 1}:{bad.start_mark.column + 1}" if bad else source
+            raise ConfigError(f"{where}: YAML value {short_repr(bad.value) if bad else ''} cannot be "
+                              f"read: {_one_line(exc)}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = _one_line("; ".join(x for x in (exc.context, exc.problem) if x)) or "syntax error"
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: YAML syntax error: {what}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        before = text[: max(0, exc.position)]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        raise ConfigError(f"{source}:{line}:{column}: YAML cannot contain the character "
+                          f"{exc.character!r} ({_one_line(exc.reason)})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: YAML error: {_one_line(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _bad_scalar(loader, root):
+    """The first scalar node (in document order) that the safe constructor cannot build."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            constructor = loader.yaml_constructors.get(node.tag)
+            try:
+                if constructor is not None:
+                    constructor(loader, node)
+            except Exception:  # noqa: BLE001 - looking for the node that fails
+                return node
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(x for pair in reversed(node.value) for x in reversed(pair))
+    return None
+
+
+def yaml_location(node, key: str) -> tuple[int, int] | None:
+    """1-based ``(line, column)`` of dotted ``key`` (``a.b[0].c``) in a composed YAML node:
+    of the key itself in a mapping, of the item in a sequence; the deepest part of ``key``
+    that the file holds when it does not hold all of it; None when it holds none."""
+    import re
+
+    found = None
+    for part, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", key):
+        if isinstance(node, yaml.MappingNode) and part:
+            hit = next(((k, v) for k, v in node.value
+                        if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+            if hit is None:
+                break
+            found, node = hit[0].start_mark, hit[1]
+        elif isinstance(node, yaml.SequenceNode) and index and int(index) < len(node.value):
+            node = node.value[int(index)]
+            found = node.start_mark
+        else:
+            break
+    return (found.line + 1, found.column + 1) if found is not None else None

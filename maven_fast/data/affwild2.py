@@ -274,9 +274,8 @@ def _make_entry(name, split, layout, videos, audios, annotations, transcripts, d
 
 def _count_without_video(name, frames_dir, annotation, FrameFolder) -> int:
     if annotation is not None:
-        with open(annotation, encoding="utf-8-sig") as f:
-            lines = [ln for ln in f.read().splitlines()]
-        while lines and not lines[-1].strip():
-            lines.pop()
-        return max(0, len(lines) - 1)
+        from maven_fast.data.annotations import annotation_lines
+
+        # Decoding problems are reported when the labels are read (VideoEntry.labels).
+        return max(0, len(annotation_lines(annotation, Report(), warn=False)) - 1)
     return FrameFolder(frames_dir).num_frames

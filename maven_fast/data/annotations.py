@@ -30,15 +30,9 @@ def read_va_annotations(path: str | os.PathLike, *, report: Report | None = None
     Trailing empty lines are ignored; an empty line inside the file is a
     malformed frame (skipping it would shift every later label).
     """
-    from maven_fast.data.transcripts import decode_text_file
-
     path = str(path)
     report = report if report is not None else Report()
-    if not os.path.isfile(path):
-        raise DataError(path, "annotation file not found", fix="check the path")
-    lines = decode_text_file(path, report).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = annotation_lines(path, report)
     header = lines[0].strip().replace(" ", "").lower() if lines else ""
     if header != HEADER:
         looks_numeric = _parse_pair(header) is not None
@@ -67,6 +61,29 @@ def read_va_annotations(path: str | os.PathLike, *, report: Report | None = None
         report.add(path, f"{len(bad_lines)} malformed line(s) (not 'valence,arousal' numbers), "
                          f"their frames are masked: lines {_short_list(bad_lines)}", line=bad_lines[0])
     return torch.from_numpy(values), torch.from_numpy(valid)
+
+
+def annotation_lines(path: str | os.PathLike, report: Report, *, warn: bool = True) -> list[str]:
+    """The lines of an annotation file (header included), trailing empty lines dropped.
+
+    ``warn=False`` records decoding problems in ``report`` without a warning.
+    """
+    import warnings
+
+    from maven_fast.data.report import DataWarning
+    from maven_fast.data.transcripts import decode_text_file
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise DataError(path, "annotation file not found", fix="check the path")
+    with warnings.catch_warnings():
+        if not warn:
+            warnings.simplefilter("ignore", DataWarning)
+        text = decode_text_file(path, report)
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
 
 
 def align_labels(values: torch.Tensor, valid: torch.Tensor, num_frames: int, *, path: str,

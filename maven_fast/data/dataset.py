@@ -60,6 +60,12 @@ class FeatureCacheDataset(Dataset):
                             fix="run `maven-fast extract DATA_ROOT CACHE_DIR` again; it skips "
                                 "finished videos and writes the index")
         self.index = cf.read_json(index_path)
+        fix = ("delete index.json and run `maven-fast extract` again: it rewrites the index from "
+               "the shards (and re-extracts damaged ones)")
+        try:
+            cf.check_index(self.index, split)
+        except cf.CacheFormatError as err:
+            raise DataError(index_path, f"not a feature cache index: {err}", fix=fix) from None
         if expect_signature is not None and self.index.get("signature") != expect_signature:
             raise DataError(index_path, f"cache built with encoders {self.index.get('signature')}, "
                                         f"expected {expect_signature}",
@@ -73,15 +79,18 @@ class FeatureCacheDataset(Dataset):
         self.split, self.pooled, self.dtype = split, pooled, dtype
         self.mask_missing_images = mask_missing_images
         self.items: list[CachedSegment] = []
-        for video in self.index["splits"][split]["videos"]:
+        for i, video in enumerate(self.index["splits"][split]["videos"]):
             shard = str(self.cache_dir / video["shard"])
+            if not os.path.isfile(shard):
+                raise DataError(index_path, f"splits.{split}.videos[{i}]: shard {video['shard']!r} "
+                                            "not found", fix=fix)
             for seg in video["segments"]:
                 n = seg["frame_stop"] - seg["frame_start"]
                 step = max_frames or n
                 for a in range(0, n, step):
                     self.items.append(CachedSegment(shard, seg["key"], video["name"], seg,
                                                     (a, min(n, a + step))))
-        self._open: tuple[str, Any] | None = None
+        self._open: tuple[str, Any, set[str]] | None = None
 
     @property
     def signature(self) -> dict:
@@ -98,12 +107,26 @@ class FeatureCacheDataset(Dataset):
         from safetensors import safe_open
 
         if self._open is None or self._open[0] != path:
-            self._open = (path, safe_open(path, framework="pt"))
-        return self._open[1]
+            f = safe_open(path, framework="pt")
+            self._open = (path, f, set(f.keys()))
+        return self._open[1], self._open[2]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.items[i]
-        f = self._shard(item.shard)
+        try:
+            f, keys = self._shard(item.shard)
+            cf.check_shard_tensors(f, [item.segment], self.signature, keys)
+            return self._read(f, item)
+        except DataError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged shard: name it, whatever broke
+            self._open = None
+            raise DataError(item.shard, f"segment {item.key!r} cannot be read: "
+                                        f"{type(err).__name__}: {str(err)[:200]}",
+                            fix="delete the shard and index.json, then run `maven-fast extract` "
+                                "again (it re-extracts missing shards)") from None
+
+    def _read(self, f, item: CachedSegment) -> dict[str, Any]:
         k, (a, b) = item.key, item.window
 
         def get(name: str, sl: slice | None = None) -> torch.Tensor:

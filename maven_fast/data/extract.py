@@ -323,6 +323,12 @@ def write_index_if_complete(cache: str | os.PathLike, plan: list[PlannedVideo]) 
     """Write ``index.json`` if every planned video has a shard or a failure record."""
     cache = Path(cache)
     meta = cf.read_json(cache / cf.META_FILE)
+    try:
+        cf._need(isinstance(meta, dict), "meta.json", "expected a JSON object")
+        cf.check_signature(meta.get("signature"))
+    except cf.CacheFormatError as err:
+        raise DataError(cache / cf.META_FILE, f"not a cache description: {err}",
+                        fix="delete the cache folder and run `maven-fast extract` again") from None
     splits: dict[str, dict[str, Any]] = {}
     for item in plan:
         split, name = item.split, item.name

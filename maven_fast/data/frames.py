@@ -19,7 +19,20 @@ import numpy as np
 
 from maven_fast.data.report import DataError, Report
 
-IMAGE_NAME = re.compile(r"^(\d+)\.(jpe?g|png|bmp)$", re.IGNORECASE)
+IMAGE_NAME = re.compile(r"^(\d+)\.(jpe?g|png|bmp)$", re.IGNORECASE | re.ASCII)
+#: The highest frame number a numbered image may carry (about 4 days at 30 fps); a larger
+#: one (e.g. ``99999999999.jpg``) is not a frame of a video and is reported as stray.
+MAX_FRAME_NUMBER = 10**7
+
+
+def frame_number(name: str) -> int | None:
+    """The 1-based frame number of an image name such as ``00012.jpg``, or None when the name
+    is not a numbered image (or its number is 0 or above :data:`MAX_FRAME_NUMBER`)."""
+    m = IMAGE_NAME.match(name)
+    if not m or len(m.group(1).lstrip("0")) > len(str(MAX_FRAME_NUMBER)):
+        return None
+    number = int(m.group(1))
+    return number if 1 <= number <= MAX_FRAME_NUMBER else None
 
 
 def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -93,12 +106,9 @@ class FrameFolder:
         files: dict[int, str] = {}
         stray = []
         for name in os.listdir(self.path):
-            m = IMAGE_NAME.match(name)
-            if m:
-                number = int(m.group(1))
-                if number < 1:
-                    stray.append(name)
-                elif number in files:
+            number = frame_number(name)
+            if number is not None:
+                if number in files:
                     self.report.add(self.path, f"frame {number} has two images ({files[number]}, "
                                                f"{name}); using {min(files[number], name)}")
                     files[number] = min(files[number], name)
@@ -166,10 +176,10 @@ class FrameFolder:
 
 def numbered_images(path: str | os.PathLike) -> list[str]:
     """Names of the numbered frame images in a folder, in frame order."""
-    names = [n for n in os.listdir(path) if IMAGE_NAME.match(n)]
-    return sorted(names, key=lambda n: int(IMAGE_NAME.match(n).group(1)))
+    names = [n for n in os.listdir(path) if frame_number(n) is not None]
+    return sorted(names, key=lambda n: (frame_number(n), n))
 
 
 def frame_folder_exists(path: str | os.PathLike) -> bool:
     p = Path(path)
-    return p.is_dir() and any(IMAGE_NAME.match(n) for n in os.listdir(p))
+    return p.is_dir() and any(frame_number(n) is not None for n in os.listdir(p))

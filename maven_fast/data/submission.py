@@ -12,6 +12,8 @@ after the last). Values are clipped to [-1, 1].
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 import re
 from typing import Mapping, Sequence
@@ -21,7 +23,7 @@ import numpy as np
 from maven_fast.data.report import DataError, Report
 
 HEADER = ("image_location", "valence", "arousal")
-_LOCATION = re.compile(r"^(?P<name>.+)/(?P<frame>\d+)\.(jpe?g|png)$", re.IGNORECASE)
+_LOCATION = re.compile(r"^(?P<name>.+)/(?P<frame>\d+)\.(jpe?g|png)$", re.IGNORECASE | re.ASCII)
 
 Predictions = Mapping[str, "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 """Per video name: dense values ``[N, 2]`` for frames 1..N (NaN rows = no prediction),
@@ -30,11 +32,48 @@ or ``(frame_numbers [n] 1-based, values [n, 2])``."""
 
 def parse_location(location: str, *, path: str = "", line: int | None = None) -> tuple[str, int]:
     """``'video/00012.jpg'`` -> ``('video', 12)``."""
+    from maven_fast.data.frames import MAX_FRAME_NUMBER
+
     m = _LOCATION.match(location.strip().replace("\\", "/"))
     if not m:
-        raise DataError(path, f"not an image location '<video>/<frame>.jpg': {location!r}",
+        raise DataError(path, f"not an image location '<video>/<frame>.jpg': {location[:80]!r}",
+                        line=line, fix="use the organisers' frame list")
+    digits = m.group("frame").lstrip("0")
+    if len(digits) > len(str(MAX_FRAME_NUMBER)) or int(digits or 0) > MAX_FRAME_NUMBER:
+        raise DataError(path, f"frame number of {location[:80]!r} is above {MAX_FRAME_NUMBER}",
                         line=line, fix="use the organisers' frame list")
     return m.group("name"), int(m.group("frame"))
+
+
+def _csv_rows(path: str):
+    """``(line, row)`` of a CSV file (UTF-8 with or without BOM, or UTF-16 with BOM): the line
+    where each row starts. Undecodable bytes or broken CSV quoting raise :class:`DataError`."""
+    raw = _read_bytes(path)
+    try:
+        text = raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) \
+            else raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})", line=line,
+                        fix="save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    try:
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(path, f"not a valid CSV file: {err}", line=reader.line_num or 1,
+                        fix="check the quoting of this line") from None
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise DataError(path, f"cannot read the file: {err.strerror or err}",
+                        fix="check the path and its permissions") from None
 
 
 def read_frame_list(path: str | os.PathLike) -> list[str]:
@@ -44,14 +83,13 @@ def read_frame_list(path: str | os.PathLike) -> list[str]:
     if not os.path.isfile(path):
         raise DataError(path, "frame list not found", fix="check the path")
     locations = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if not row or not row[0].strip():
-                continue
-            if lineno == 1 and row[0].strip().lower() == HEADER[0]:
-                continue
-            parse_location(row[0], path=path, line=lineno)
-            locations.append(row[0].strip().replace("\\", "/"))
+    for lineno, row in _csv_rows(path):
+        if not row or not row[0].strip():
+            continue
+        if lineno == 1 and row[0].strip().lower() == HEADER[0]:
+            continue
+        parse_location(row[0], path=path, line=lineno)
+        locations.append(row[0].strip().replace("\\", "/"))
     if not locations:
         raise DataError(path, "frame list holds no image location", fix="use the organisers' list")
     return locations
@@ -64,17 +102,19 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
     if not os.path.isfile(path):
         raise DataError(path, "list of videos not found", fix="check the path")
     names: dict[str, None] = {}
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            cell = row[0].strip().replace("\\", "/") if row else ""
-            if not cell or (lineno == 1 and cell.lower() in (HEADER[0], "name", "video")):
-                continue
-            if "/" in cell:
-                name, _ = parse_location(cell, path=path, line=lineno)
-            else:
-                name = os.path.splitext(cell)[0] if cell.lower().endswith(
-                    (".mp4", ".avi", ".mkv", ".mov", ".webm", ".txt")) else cell
-            names[name] = None
+    for lineno, row in _csv_rows(path):
+        cell = row[0].strip().replace("\\", "/") if row else ""
+        if not cell or (lineno == 1 and cell.lower() in (HEADER[0], "name", "video")):
+            continue
+        if "/" in cell:
+            name, _ = parse_location(cell, path=path, line=lineno)
+        else:
+            name = os.path.splitext(cell)[0] if cell.lower().endswith(
+                (".mp4", ".avi", ".mkv", ".mov", ".webm", ".txt")) else cell
+        if not name:  # ".mp4" alone
+            raise DataError(path, f"not a video name: {cell[:80]!r}", line=lineno,
+                            fix="one name per line, or a frame list")
+        names[name] = None
     if not names:
         raise DataError(path, "holds no video name", fix="one name per line, or a frame list")
     return list(names)
@@ -160,25 +200,29 @@ def write_submission(path: str | os.PathLike, predictions: Predictions,
 def read_submission(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A submission file back to ``{video: (frame_numbers, values [n, 2])}``."""
     path = str(path)
+    if not os.path.isfile(path):
+        raise DataError(path, "submission file not found", fix="check the path")
     out: dict[str, tuple[list[int], list[tuple[float, float]]]] = {}
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(h.strip().lower() for h in header) != HEADER:
-            raise DataError(path, f"expected the header {','.join(HEADER)!r}", line=1,
-                            fix="write it with write_submission")
-        for lineno, row in enumerate(reader, 2):
-            if not row:
-                continue
-            if len(row) != 3:
-                raise DataError(path, f"expected 3 columns, found {len(row)}", line=lineno)
-            name, frame = parse_location(row[0], path=path, line=lineno)
-            try:
-                value = (float(row[1]), float(row[2]))
-            except ValueError:
-                raise DataError(path, f"values are not numbers: {row[1:]!r}", line=lineno) from None
-            frames, vals = out.setdefault(name, ([], []))
-            frames.append(frame)
-            vals.append(value)
+    rows = _csv_rows(path)
+    _, header = next(rows, (1, None))
+    if header is None or tuple(h.strip().lower() for h in header) != HEADER:
+        raise DataError(path, f"expected the header {','.join(HEADER)!r}", line=1,
+                        fix="write it with write_submission")
+    for lineno, row in rows:
+        if not row:
+            continue
+        if len(row) != 3:
+            raise DataError(path, f"expected 3 columns, found {len(row)}", line=lineno)
+        name, frame = parse_location(row[0], path=path, line=lineno)
+        try:
+            value = (float(row[1]), float(row[2]))
+        except ValueError:
+            value = None
+        if value is None or not all(math.isfinite(v) for v in value):
+            raise DataError(path, f"values are not finite numbers: {[c[:40] for c in row[1:]]!r}",
+                            line=lineno)
+        frames, vals = out.setdefault(name, ([], []))
+        frames.append(frame)
+        vals.append(value)
     return {name: (np.array(f, np.int64), np.array(v, np.float32).reshape(-1, 2))
             for name, (f, v) in out.items()}

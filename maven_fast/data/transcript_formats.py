@@ -15,7 +15,7 @@ import re
 from typing import Callable
 
 from maven_fast.data.report import DataError, Report
-from maven_fast.data.transcripts import Utterance, Word, clean_text, quantise_time
+from maven_fast.data.transcripts import MAX_SECONDS, Utterance, Word, clean_text, quantise_time
 
 _NUMBER = r"(\d+(?:\.\d*)?)"
 MAVEN_LINE = re.compile(
@@ -29,14 +29,22 @@ _ASS_OVERRIDE = re.compile(r"\{\\[^}]*\}")
 
 
 def parse_clock(value: str) -> float:
-    """``[H+:]MM:SS[,.]fff`` to seconds. Hours and minutes may exceed 99."""
+    """``[H+:]MM:SS[,.]fff`` to seconds. Hours and minutes may exceed 99.
+
+    Raises ValueError for text that is not a timestamp or names a time past
+    :data:`~maven_fast.data.transcripts.MAX_SECONDS`.
+    """
     m = _CLOCK_PARTS.match(value.strip())
     if not m:
         raise ValueError(f"not a timestamp: {value!r}")
     hours, minutes, seconds, frac = m.groups()
+    if max(len(hours or ""), len(minutes), len(seconds)) > 12:  # before int(): no huge numbers
+        raise ValueError(f"timestamp out of range: {value.strip()[:40]!r}")
     total = int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds)
+    if total > MAX_SECONDS:
+        raise ValueError(f"timestamp out of range: {value.strip()[:40]!r}")
     if frac:
-        total += int(frac) / 10 ** len(frac)
+        total += int(frac[:9]) / 10 ** len(frac[:9])
     return quantise_time(total)
 
 
@@ -94,14 +102,18 @@ def _cue_text(lines: list[str]) -> tuple[str, str | None]:
 def _parse_cues(blocks, path: str, report: Report, what: str) -> list[Utterance]:
     out = []
     for block in blocks:
-        cue = None  # (lineno, start, end, text lines)
+        cue = None  # (lineno, start, end, text lines); start None: a cue skipped (reported)
         for i, (lineno, line) in enumerate(block):
             timing = CUE_TIMING.match(line)
             next_is_timing = i + 1 < len(block) and CUE_TIMING.match(block[i + 1][1])
             if timing:
                 if cue:
-                    out.append(_finish_cue(cue))
-                cue = (lineno, parse_clock(timing.group(1)), parse_clock(timing.group(2)), [])
+                    out.extend(_finish_cue(cue))
+                try:
+                    cue = (lineno, parse_clock(timing.group(1)), parse_clock(timing.group(2)), [])
+                except ValueError as err:
+                    report.add(path, f"{err}; {what} cue skipped", line=lineno)
+                    cue = (lineno, None, None, [])
             elif next_is_timing and (cue is None or line.strip().isdigit()):
                 continue  # SRT index or WebVTT cue identifier
             elif cue is not None:
@@ -110,14 +122,16 @@ def _parse_cues(blocks, path: str, report: Report, what: str) -> list[Utterance]
                 report.add(path, f"line outside any {what} cue (no 'start --> end' timing "
                                  f"before it), skipped: {line.strip()[:60]!r}", line=lineno)
         if cue:
-            out.append(_finish_cue(cue))
+            out.extend(_finish_cue(cue))
     return out
 
 
-def _finish_cue(cue) -> Utterance:
+def _finish_cue(cue) -> list[Utterance]:
     lineno, start, end, lines = cue
+    if start is None:
+        return []
     text, speaker = _cue_text(lines)
-    return Utterance(start, end, text, speaker, line=lineno)
+    return [Utterance(start, end, text, speaker, line=lineno)]
 
 
 def parse_srt(text: str, path: str, report: Report) -> list[Utterance]:
@@ -155,9 +169,23 @@ def _array_element_lines(text: str, start: int) -> list[int]:
 
 
 def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A JSON number as a time, or None (not a number, NaN, infinite, or beyond a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return quantise_time(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return quantise_time(value) if math.isfinite(value) else None
+
+
+def _word_time(value) -> float | None:
+    t = _number(value)
+    return t if t is not None and 0.0 <= t <= MAX_SECONDS else None
+
+
+def _speaker(value) -> str | None:
+    return None if value is None else clean_text(value if isinstance(value, str) else str(value))
 
 
 def _words(raw, default_speaker) -> tuple[Word, ...]:
@@ -166,8 +194,8 @@ def _words(raw, default_speaker) -> tuple[Word, ...]:
     words = []
     for w in raw:
         if isinstance(w, dict) and isinstance(w.get("word", w.get("text")), str):
-            words.append(Word(clean_text(w.get("word", w.get("text"))), _number(w.get("start")),
-                              _number(w.get("end")), w.get("speaker", default_speaker)))
+            words.append(Word(clean_text(w.get("word", w.get("text"))), _word_time(w.get("start")),
+                              _word_time(w.get("end")), _speaker(w.get("speaker", default_speaker))))
     return tuple(words)
 
 
@@ -181,6 +209,9 @@ def parse_whisper_json(text: str, path: str, report: Report) -> list[Utterance]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(path, f"invalid JSON: {err.msg}", line=err.lineno,
+                        fix="repair the file or re-run the transcriber") from None
+    except (ValueError, RecursionError) as err:  # a number of > 4300 digits; nesting too deep
+        raise DataError(path, f"unreadable JSON: {type(err).__name__}: {str(err)[:80]}",
                         fix="repair the file or re-run the transcriber") from None
     if isinstance(data, dict):
         if "segments" not in data:
@@ -200,7 +231,7 @@ def parse_whisper_json(text: str, path: str, report: Report) -> list[Utterance]:
             found = _array_element_lines(text, array_start)
             if len(found) == len(segments):
                 lines = found
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # line numbers are a courtesy
             pass
     out = []
     for i, (seg, lineno) in enumerate(zip(segments, lines)):
@@ -214,10 +245,9 @@ def parse_whisper_json(text: str, path: str, report: Report) -> list[Utterance]:
         raw_text = seg.get("text")
         if raw_text is not None and not isinstance(raw_text, str):
             report.add(path, f"segments[{i}] 'text' is not a string; used its JSON form", line=lineno)
-            raw_text = json.dumps(raw_text, ensure_ascii=False)
-        speaker = seg.get("speaker")
-        out.append(Utterance(start, end, clean_text(raw_text or ""),
-                             str(speaker) if speaker is not None else None,
+            raw_text = json.dumps(raw_text, ensure_ascii=False, default=str)
+        speaker = _speaker(seg.get("speaker"))
+        out.append(Utterance(start, end, clean_text(raw_text or ""), speaker,
                              _words(seg.get("words"), speaker), line=lineno))
     return out
 
@@ -233,11 +263,16 @@ def parse_whisper_tsv(text: str, path: str, report: Report) -> list[Utterance]:
             continue
         parts = line.split("\t", 2)
         try:
-            start, end = int(parts[0].strip()) / 1000, int(parts[1].strip()) / 1000
+            start_ms, end_ms = int(parts[0].strip()), int(parts[1].strip())
         except (ValueError, IndexError):
             report.add(path, "not a 'start_ms<TAB>end_ms<TAB>text' line, skipped: "
                              f"{line.strip()[:60]!r}", line=lineno)
             continue
+        if not all(abs(ms) <= MAX_SECONDS * 1000 for ms in (start_ms, end_ms)):
+            report.add(path, f"time out of range (past {MAX_SECONDS:g}s), skipped: "
+                             f"{line.strip()[:60]!r}", line=lineno)
+            continue
+        start, end = start_ms / 1000, end_ms / 1000
         out.append(Utterance(quantise_time(start), quantise_time(end),
                              clean_text(parts[2] if len(parts) > 2 else ""), line=lineno))
     return out

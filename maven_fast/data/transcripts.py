@@ -84,8 +84,15 @@ class Transcript:
         return self.utterances[index]
 
 
+#: The latest time (seconds) a transcript may name: about three years of media. Larger
+#: values (a mangled timestamp such as 999999999:00:00) are reported and skipped.
+MAX_SECONDS = 1e8
+
+
 def clean_text(text: str) -> str:
-    """Unicode NFC, whitespace runs collapsed to one space, ends stripped."""
+    """Unicode NFC, whitespace runs collapsed to one space, ends stripped; lone surrogates
+    (from ``\\ud800`` escapes in JSON) become ``?`` so the text can be written as UTF-8."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
@@ -96,9 +103,20 @@ def quantise_time(seconds: float) -> float:
 
 def decode_text_file(path: str | os.PathLike, report: Report) -> str:
     """Read a text file: UTF-8 with or without BOM, UTF-16 with BOM, else Latin-1 (reported)."""
-    raw = Path(path).read_bytes()
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(path, f"cannot read the file: {err.strerror or err}",
+                        fix="check the path and its permissions") from None
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as err:
+            text = raw.decode("utf-16", errors="replace")
+            line = raw[: err.start].decode("utf-16", errors="replace").count("\n") + 1
+            report.add(path, f"not valid UTF-16 ({err.reason} at byte {err.start}); the bad bytes "
+                             "were replaced by U+FFFD. Re-save the file as UTF-8.", line=line)
+            return text
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -167,6 +185,10 @@ def _validate(utterances: list[Utterance], path: str, report: Report) -> list[Ut
     """Report and skip end < start, report empty text, sort, report overlaps."""
     kept: list[Utterance] = []
     for u in utterances:
+        if not all(0.0 <= t <= MAX_SECONDS for t in (u.start, u.end)):  # also NaN
+            report.add(path, f"utterance time [{u.start:g}s - {u.end:g}s] is negative, not a "
+                             f"number or past {MAX_SECONDS:g}s; skipped", line=u.line)
+            continue
         if u.end < u.start:
             report.add(path, f"utterance ends ({u.end:g}s) before it starts ({u.start:g}s); "
                              "skipped", line=u.line)

@@ -63,13 +63,46 @@ def load_trained_model(checkpoint: str | Path, backend: str = "auto", device: st
     from maven_fast.model import MAVEN
     from maven_fast.train.checkpoint import load_model_weights, verify_checkpoint
 
+    from maven_fast.train.checkpoint import CheckpointError
+
     manifest = verify_checkpoint(checkpoint)
-    cfg = TrainConfig.from_dict(manifest["config"])
+    where = Path(manifest["directory"]) / "manifest.json"
+    try:
+        cfg = TrainConfig.from_dict(manifest.get("config") or {})
+    except (ConfigError, RecursionError) as exc:
+        raise CheckpointError(f"{where}: its config is not valid: {exc}") from None
+    cfg.model.beit.init_from = None  # the saved weights replace any pretrained initialisation
+    _check_weight_shapes(cfg.model, Path(manifest["directory"]) / "model.safetensors")
     model = MAVEN(cfg.model, backend="eager")
     load_model_weights(model, manifest["directory"])
     model.to(device).eval()
     model.set_backend(backend)
     return model, cfg, manifest
+
+
+def _check_weight_shapes(model_cfg: MavenConfig, weights: Path) -> None:
+    """The weights file holds every parameter of the configured model with its shape: checked
+    on a model built on the meta device (no memory), before the real one is built, so that a
+    manifest whose config was edited cannot make ``MAVEN()`` allocate without bound."""
+    from safetensors import safe_open
+
+    from maven_fast.model import MAVEN
+    from maven_fast.train.checkpoint import CheckpointError
+
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in MAVEN(model_cfg, backend="eager").state_dict().items()}
+        with safe_open(str(weights), framework="pt") as f:
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - an unbuildable config or an unreadable file
+        raise CheckpointError(f"{weights}: cannot check the weights against the manifest's config "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    wrong = sorted(k for k in expected if have.get(k) != expected[k])
+    if wrong:
+        raise CheckpointError(f"{weights}: weights do not fit the manifest's model config: "
+                              f"{len(wrong)} parameter(s) missing or of another shape (e.g. {wrong[0]}: "
+                              f"{list(have[wrong[0]]) if wrong[0] in have else 'missing'}, expected "
+                              f"{list(expected[wrong[0]])})")
 
 
 def evaluate_checkpoint(checkpoint: str | Path, cache: str | Path, split: str = "val",

@@ -162,13 +162,35 @@ def resolve_checkpoint(path: Path | str) -> Path:
     return p
 
 
+def _manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with the layout of a manifest (None: nothing)."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != {MODEL_FILE, STATE_FILE}:
+        return f"'files' must list exactly {MODEL_FILE} and {STATE_FILE}"
+    for name, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and len(entry["sha256"]) == 64 and isinstance(entry.get("bytes"), int)
+                and not isinstance(entry["bytes"], bool) and entry["bytes"] >= 0):
+            return f"files.{name} must be {{sha256: 64 hex digits, bytes: integer >= 0}}"
+    if not isinstance(manifest.get("config", {}), (dict, type(None))):
+        return "'config' must be a mapping"
+    return None
+
+
 def verify_checkpoint(directory: Path | str) -> dict[str, Any]:
     """Checks every file against the manifest; returns the manifest."""
     d = resolve_checkpoint(directory)
     try:
-        manifest = json.loads((d / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{d / MANIFEST}: unreadable manifest ({exc}); the checkpoint is corrupted") from None
+        manifest = json.loads((d / MANIFEST).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit numbers
+        raise CheckpointError(f"{d / MANIFEST}: unreadable manifest ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:120]}); the checkpoint is corrupted") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise CheckpointError(f"{d / MANIFEST}: not a checkpoint manifest: {problem}; the checkpoint "
+                              "is corrupted")
     for name, expected in manifest["files"].items():
         f = d / name
         if not f.exists():
@@ -185,8 +207,17 @@ def verify_checkpoint(directory: Path | str) -> dict[str, Any]:
 def load_model_weights(model: torch.nn.Module, directory: Path | str, strict: bool = True) -> dict[str, Any]:
     """Loads (verified) weights into ``model``; returns the manifest."""
     manifest = verify_checkpoint(directory)
-    weights = load_file(str(Path(manifest["directory"]) / MODEL_FILE))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    path = Path(manifest["directory"]) / MODEL_FILE
+    try:
+        weights = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors' errors: a file the manifest vouches for
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:120]})") from None
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shapes that differ from the model's
+        raise CheckpointError(f"{path}: weights do not fit the model: {' '.join(str(exc).split())[:300]}; "
+                              "was it trained with another model config?") from None
     if strict and (missing or unexpected):
         raise CheckpointError(
             f"{manifest['directory']}: weights do not fit the model: missing {sorted(missing)}, "
@@ -204,15 +235,26 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restores model, optimizer, scheduler and RNG; returns the saved progress dict."""
     manifest = load_model_weights(model, directory)
-    tensors = load_file(str(Path(manifest["directory"]) / STATE_FILE))
+    path = Path(manifest["directory"]) / STATE_FILE
     from safetensors import safe_open
 
-    with safe_open(str(Path(manifest["directory"]) / STATE_FILE), framework="pt") as f:
-        meta = json.loads(f.metadata()["state"])
-    if optimizer is not None and "optimizer" in meta:
-        optimizer.load_state_dict(_unpack_optimizer(tensors, meta["optimizer"]))
-    if scheduler is not None and "scheduler" in meta:
-        scheduler.load_state_dict(meta["scheduler"])
-    if restore_rng:
-        restore_rng_state(tensors, meta["python_rng"])
-    return meta["progress"]
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["state"])
+        progress = meta["progress"]
+        if not (isinstance(progress, dict) and all(
+                isinstance(progress.get(k), int) and not isinstance(progress[k], bool) and progress[k] >= 0
+                for k in ("epoch", "step", "epoch_step"))):
+            raise ValueError("progress must hold integers epoch, step, epoch_step >= 0")
+        if optimizer is not None and "optimizer" in meta:
+            optimizer.load_state_dict(_unpack_optimizer(tensors, meta["optimizer"]))
+        if scheduler is not None and "scheduler" in meta:
+            scheduler.load_state_dict(meta["scheduler"])
+        if restore_rng:
+            restore_rng_state(tensors, meta["python_rng"])
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged state file breaks, name the file
+        raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]}); the checkpoint is corrupted, or was "
+                              "written by another version") from None
+    return progress

@@ -8,12 +8,14 @@ gradient clipping at 1.0, batch size 8.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
 
-from maven_fast.config import ConfigError, MavenConfig, build_dataclass, to_plain
+from maven_fast.config import (ConfigError, MavenConfig, build_dataclass, load_yaml, read_text,
+                               short_repr, to_plain, yaml_location)
 
 
 @dataclass
@@ -75,17 +77,55 @@ class TrainConfig:
         data = dict(data)
         model = data.pop("model", None)
         cfg = build_dataclass(cls, data, path="")
-        if model is not None:
-            if isinstance(model, str):  # a preset name
-                cfg.model = MavenConfig.preset(model)
-            elif isinstance(model, dict):
-                preset = model.pop("preset", None)
-                base = MavenConfig.preset(preset).to_dict() if preset else {}
-                cfg.model = MavenConfig.from_dict(_deep_merge(base, model))
+        try:
+            if model is not None:
+                if isinstance(model, str):  # a preset name
+                    cfg.model = MavenConfig.preset(model)
+                elif isinstance(model, dict):
+                    model = dict(model)
+                    preset = model.pop("preset", None)
+                    base = MavenConfig.preset(preset).to_dict() if preset else {}
+                    cfg.model = MavenConfig.from_dict(_deep_merge(base, model))
+                else:
+                    raise ConfigError(f"expected a preset name or a mapping, got {type(model).__name__}")
+            cfg.model.validate()
+        except ConfigError as exc:  # keys of the model section: model.<key>
+            message, key = str(exc), exc.key
+            if message.startswith("config: "):  # unknown keys at the top of the section
+                message = f"model: {message[8:]}"
+            elif re.match(r"[a-z_]+[.:\[]", message):
+                message = f"model.{message}"  # "cross_modal.embed_dim (7) must be ..."
             else:
-                raise ConfigError(f"model: expected a preset name or a mapping, got {type(model).__name__}")
-        cfg.model.validate()
+                message = f"model: {message}"
+            raise ConfigError(message, key=f"model.{key}" if key else "model") from None
+        cfg.validate()
         return cfg
+
+    def validate(self) -> None:
+        """Range checks of the data, optim and run values (the model checks its own)."""
+        def check(key: str, value, ok: bool, want: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key} must be {want}, got {short_repr(value)}", key=key)
+
+        d, o, r = self.data, self.optim, self.run
+        for key, value in (("data.num_workers", d.num_workers), ("data.max_frames", d.max_frames),
+                           ("optim.plateau_patience", o.plateau_patience),
+                           ("optim.warmup_steps", o.warmup_steps), ("run.epochs", r.epochs),
+                           ("run.max_steps", r.max_steps), ("run.checkpoint_every", r.checkpoint_every)):
+            check(key, value, value >= 0, ">= 0")
+        for key, value in (("run.batch_size", r.batch_size), ("run.log_every", r.log_every),
+                           ("run.eval_every", r.eval_every), ("run.dist_timeout_s", r.dist_timeout_s)):
+            check(key, value, value >= 1, ">= 1")
+        for key, value in (("optim.lr", o.lr), ("optim.weight_decay", o.weight_decay),
+                           ("optim.grad_clip", o.grad_clip)):
+            check(key, value, 0.0 <= value < float("inf"), "a finite number >= 0")
+        for i, beta in enumerate(o.betas):
+            check(f"optim.betas[{i}]", beta, 0.0 <= beta < 1.0, "in [0, 1)")
+        check("optim.plateau_factor", o.plateau_factor, 0.0 < o.plateau_factor < 1.0, "in (0, 1)")
+        check("run.seed", r.seed, 0 <= r.seed < 2**63, "in [0, 2**63)")
+        for key, value in (("data.cache", d.cache), ("data.train_split", d.train_split),
+                           ("data.val_split", d.val_split), ("run.out_dir", r.out_dir)):
+            check(key, value, "\x00" not in value, "free of NUL characters")
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -96,25 +136,60 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None, overrides: list[str] = ()) -> "TrainConfig":
-        """Read ``path`` (YAML; None = defaults) and apply ``key.sub=value`` overrides."""
+        """Read ``path`` (YAML; None = defaults) and apply ``key.sub=value`` overrides.
+
+        Every problem is a one-line :class:`ConfigError`: a YAML syntax error or a bad value
+        in the file as ``PATH:LINE:COLUMN: ...``, a bad override as ``override 'KEY=VALUE': ...``.
+        """
         data: dict[str, Any] = {}
+        node = None
         if path is not None:
-            with open(path, encoding="utf-8") as f:
-                loaded = yaml.safe_load(f)
+            loaded, node = load_yaml(read_text(path), str(path))
             if loaded is not None and not isinstance(loaded, dict):
-                raise ConfigError(f"{path}: a training config must be a YAML mapping")
+                raise ConfigError(f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}: "
+                                  f"a training config must be a YAML mapping, got {type(loaded).__name__}")
             data = loaded or {}
+        given: dict[str, str] = {}
         for item in overrides:
             key, sep, raw = item.partition("=")
+            key = key.strip()
             if not sep or not key:
-                raise ConfigError(f"override {item!r}: expected key=value, e.g. run.epochs=5")
-            _set_dotted(data, key.strip(), _parse_value(raw))
-        return cls.from_dict(data)
+                raise ConfigError(f"override {short_repr(item)}: expected key=value, e.g. run.epochs=5")
+            try:
+                value = _parse_value(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"override {short_repr(item)}: {exc}") from None
+            try:
+                _set_dotted(data, key, value)
+            except ConfigError as exc:
+                raise ConfigError(f"override {short_repr(item)}: {exc}") from None
+            given[key] = item
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise _located(exc, path, node, given) from None
+        except RecursionError:
+            raise ConfigError(f"{path or 'config'}: nested too deeply") from None
+
+
+def _located(exc: ConfigError, path, node, overrides: dict[str, str]) -> ConfigError:
+    """``exc`` naming where its key was set: the override, else the file's line and column."""
+    key = exc.key
+    if key:
+        for given, item in reversed(list(overrides.items())):
+            if key == given or any(a.startswith(b + c) for a, b in ((key, given), (given, key))
+                                   for c in ".["):  # set by it, inside it, or around it
+                return ConfigError(f"override {short_repr(item)}: {exc}", key=key)
+    if path is None:
+        return exc
+    where = yaml_location(node, key) if key and node is not None else None
+    prefix = f"{path}:{where[0]}:{where[1]}" if where else str(path)
+    return ConfigError(f"{prefix}: {exc}", key=key)
 
 
 def _parse_value(raw: str) -> Any:
     """YAML scalar, except that numbers YAML 1.1 leaves as strings (1e-3) become floats."""
-    value = yaml.safe_load(raw)
+    value, _ = load_yaml(raw, "value")
     if isinstance(value, str):
         try:
             return float(value)
@@ -142,5 +217,5 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {key}: {part} is not a section")
+            raise ConfigError(f"{part} is not a section")
     node[parts[-1]] = value
