@@ -253,3 +253,21 @@ class _TinyModel(torch.nn.Module):
         va = torch.stack([video.mean(-1), video.std(-1)], -1)
         return SimpleNamespace(valence_arousal=va)
 
+
+# ------------------------------------------------------------------------------ the benchmark's own check
+def test_pipeline_benchmark_runs_every_pass_and_reports_stages(tmp_path):
+    """The report code of `maven-fast bench --suite pipeline` on tiny encoders and a 2 s video
+    (not a timing: the numbers are not checked, only that every pass ran and was reported)."""
+    from maven_fast.benchmark.pipeline_suite import run_pipeline
+
+    result = run_pipeline("cpu", True, log=lambda m: None, work_dir=str(tmp_path), dtypes=("float32",),
+                          encoders="tiny", video_seconds=2.0, processed=1.0, memory_lengths=(), in_process=True)
+    passes, encoder, alone, ratios, memory = result.section.tables
+    assert [r[0] for r in passes.rows] == ["decode only", "extract", "predict"]
+    decode, extract, predict = passes.rows
+    assert decode[2] == 60 and extract[2] == predict[2] == 24  # frames: whole video / first utterance
+    stages = dict(zip(passes.header, predict))
+    assert stages["video_encoder s"] > 0 and stages["model s"] > 0 and stages["write s"] >= 0
+    assert dict(zip(passes.header, extract))["write s"] != ""  # extract's shard writing was timed
+    assert encoder.rows[0][:2] == ["extract", "float32"] and encoder.rows[0][2] > 0
+    assert alone.rows[0][0] == "float32" and not memory.rows
