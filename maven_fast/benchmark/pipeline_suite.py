@@ -393,8 +393,8 @@ def _section(results, memory, quick, processed, video_seconds, generate_s, bf16_
     encoder = Table("Video encoder: pipeline vs the same timm model alone",
                     ["pass", "compute dtype", "model alone frames/s", "pipeline video-encoder stage frames/s",
                      "stage / alone", "pipeline end-to-end frames/s", "end-to-end / alone"], enc_rows,
-                    notes=[f"'alone': Swin-B on random [{frame_batch}, 3, 224, 224] channels_last inputs under the same "
-                           "autocast, median of rounds after a warm-up; the stage rate is frames / seconds in "
+                    notes=[f"'alone': Swin-B on random [{frame_batch}, 3, 224, 224] channels_last inputs under "
+                           "the same autocast, median of rounds after a warm-up; the stage rate is frames / seconds in "
                            "the video encoder inside the pipeline"])
     alone_rows = [[key.split("-", 1)[1], r["rates"]["video_frames_per_s"], r["rates"]["audio_seconds_per_s"],
                    r["rates"]["text_segments_per_s"], round(r["peak_rss_mib"])]

@@ -110,7 +110,8 @@ class AudioEncoder(FrozenEncoder):
         return cls(model, tiny_name("tiny-hubert", seed), normalize=True, batch_size=batch_size)
 
     @classmethod
-    def base_random(cls, seed: int = 0, device: str | torch.device | None = None, batch_size: int = 8) -> "AudioEncoder":
+    def base_random(cls, seed: int = 0, device: str | torch.device | None = None,
+                    batch_size: int = 8) -> "AudioEncoder":
         """HuBERT-base at full size (the architecture of ``facebook/hubert-base-ls960``, written
         out in :func:`hubert_base_config`; 768-d, ~94 M parameters) with random weights from
         ``seed``: no hub, for benchmarks and real-size tests. Its features mean nothing.

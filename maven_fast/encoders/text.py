@@ -88,7 +88,8 @@ class TextEncoder(FrozenEncoder):
         return cls(model, tokenizer, tiny_name("tiny-roberta", seed), batch_size)
 
     @classmethod
-    def base_random(cls, seed: int = 0, device: str | torch.device | None = None, batch_size: int = 32) -> "TextEncoder":
+    def base_random(cls, seed: int = 0, device: str | torch.device | None = None,
+                    batch_size: int = 32) -> "TextEncoder":
         """RoBERTa-base at full size (``roberta-base``'s architecture, written out in
         :func:`roberta_base_config`; 768-d, ~124 M parameters with its 50265-token embedding)
         with random weights from ``seed`` and the offline :func:`byte_level_tokenizer` (the

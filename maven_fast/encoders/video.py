@@ -95,7 +95,8 @@ class VideoEncoder(FrozenEncoder):
         return cls(model, tiny_name("tiny-swin", seed), batch_size, model_args)
 
     @classmethod
-    def base_random(cls, seed: int = 0, device: str | torch.device | None = None, batch_size: int = 64) -> "VideoEncoder":
+    def base_random(cls, seed: int = 0, device: str | torch.device | None = None,
+                    batch_size: int = 64) -> "VideoEncoder":
         """Swin-B at full size (:data:`SWIN_BASE_ARGS`, 1024-d, ~87 M parameters) with random
         weights from ``seed``: no hub, for benchmarks and real-size tests. Its features mean nothing.
         ``device="meta"`` builds the architecture without weights (to inspect it)."""
