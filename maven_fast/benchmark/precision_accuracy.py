@@ -85,8 +85,8 @@ def feature_accuracy(encoders, pixels, waves, texts, dtypes=("bfloat16", "float1
         for modality in ("video", "audio", "text"):
             s = _cos_stats(outputs["float32"][modality], outputs[dtype][modality])
             ok = s["cos_mean"] >= FLOOR_MEAN_COSINE and s["cos_worst"] >= FLOOR_WORST_COSINE
-            rows.append([getattr(encoders, modality).name, dtype, s["vectors"], s["cos_mean"], s["cos_worst"],
-                         s["rel_err"], s["max_abs"], "met" if ok else "NOT met"])
+            rows.append([getattr(encoders, modality).name, dtype, s["vectors"], f"{s['cos_mean']:.6f}",
+                         f"{s['cos_worst']:.6f}", s["rel_err"], s["max_abs"], "met" if ok else "NOT met"])
     encoders.configure("float32")
     return rows
 
@@ -166,7 +166,7 @@ def run_precision_accuracy(encoders_kind: str = "tiny", quick: bool = True, log=
                f"bf16 speed on this machine: {fast_bf16('cpu').reason}"])
     downstream = Table(
         f"A trained model on validation features made at each precision ({down_kind} encoders, synthetic data)",
-        ["preset", "val features", "CCC_v", "CCC_a", "P", "|dCCC_v|", "|dCCC_a|", "|dP|"], down_rows,
+        ["preset", "val features", "CCC_v", "CCC_a", "P", "abs dCCC_v", "abs dCCC_a", "abs dP"], down_rows,
         notes=["model trained (eager, small, dropout off; as the accuracy suite) on fp32 features of the "
                "synthetic dataset (3 videos + 1 two-person video per split, 96 frames); the validation split "
                "re-extracted with the encoders in each precision and evaluated with "
