@@ -30,6 +30,8 @@ ORIGINAL_BEIT_CHECKPOINT = "microsoft/beit-base-patch16-224-pt22k"
 #: Upper bounds of the sizes a config may name (checked by :meth:`MavenConfig.validate`).
 MAX_SIZE = 1 << 20
 MAX_LAYERS = 1024
+#: ``model.encoders.compute_dtype`` values: the cache's (filled in by training), or a precision.
+ENCODER_COMPUTE_DTYPES = ("cache", "float32", "bfloat16", "float16")
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,11 @@ class EncoderConfig:
 
     The widths size the modality projections; the names are recorded so that a
     feature cache can be checked against a model (see :meth:`signature`).
+    ``compute_dtype``: the precision the encoders computed the features in
+    (``float32``, ``bfloat16``, ``float16``), or ``cache`` (default): whatever
+    the training cache records, filled in when training opens it, so a
+    checkpoint always names it and ``maven-fast predict`` encodes at the same
+    precision. A value that differs from the cache's is an error.
     """
 
     video: str = "swin_base_patch4_window7_224"
@@ -69,6 +76,7 @@ class EncoderConfig:
     audio_dim: int = 768
     text: str = "roberta-base"
     text_dim: int = 768
+    compute_dtype: str = "cache"
 
     def signature(self) -> dict[str, dict[str, Any]]:
         """Same layout as :meth:`maven_fast.encoders.EncoderSet.signature` (names and dims)."""
@@ -253,6 +261,9 @@ class MavenConfig:
         if self.variant not in VARIANTS:
             raise ConfigError(f"variant: expected one of {', '.join(VARIANTS)}, got {short_repr(self.variant)}",
                               key="variant")
+        if self.encoders.compute_dtype not in ENCODER_COMPUTE_DTYPES:
+            raise ConfigError(f"encoders.compute_dtype: expected one of {', '.join(ENCODER_COMPUTE_DTYPES)}, "
+                              f"got {short_repr(self.encoders.compute_dtype)}", key="encoders.compute_dtype")
         if cm.embed_dim % cm.num_heads:
             raise ConfigError(
                 f"cross_modal.embed_dim ({cm.embed_dim}) must be divisible by cross_modal.num_heads ({cm.num_heads})",

@@ -50,6 +50,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _compute_dtype_auto_is_float32_on_cpu():
+    """``compute_dtype="auto"`` (extract's default) resolves by the CPU's bf16 features; the suite
+    pins it to fp32 on the CPU so its results do not depend on the machine. The tests of ``auto``
+    itself (test_encoder_runtime.py) set the features they need."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("maven_fast.encoders.precision.cpu_bf16_features", lambda: [])
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -184,5 +184,5 @@ def test_hub_names_offline_fail_with_the_name_and_advice(cls, name, modality, tm
 
 
 def test_unknown_kind():
-    with pytest.raises(ValueError, match="kind: expected 'tiny' or 'base'"):
+    with pytest.raises(ValueError, match="kind: expected one of 'tiny', 'base', 'base-random', got 'large'"):
         load_encoders("large")

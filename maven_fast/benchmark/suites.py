@@ -49,6 +49,7 @@ class Suite:
     title: str
     run: Callable[[BenchOptions, Rates], SuiteResult]
     unavailable: Callable[[], str | None] = field(default=lambda: None)
+    default: bool = True  # False: runs only when named with --suite (long real-size runs)
 
 
 # Suite modules import the model, ops and training code: loaded when a suite runs, so that
@@ -100,11 +101,25 @@ def _accuracy(o: BenchOptions, rates: Rates) -> SuiteResult:
     return accuracy.run_accuracy(o.device, epochs=30 if o.quick else 60)
 
 
+def _pipeline_unavailable() -> str | None:
+    reason = _accuracy_unavailable()
+    return reason.replace("the synthetic dataset and its features", "the generated video and run the encoders") \
+        if reason else None
+
+
+def _pipeline(o: BenchOptions, rates: Rates) -> SuiteResult:
+    from maven_fast.benchmark import pipeline_suite
+
+    return pipeline_suite.run_pipeline(o.device, o.quick, log=_log)
+
+
 SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("polar_head", "Polar head", _polar_head),
     Suite("cross_modal", "Cross-modal block", _cross_modal, _cross_modal_unavailable),
     Suite("train_step", "Training step", _train_step),
     Suite("accuracy", "Accuracy next to speed", _accuracy, _accuracy_unavailable),
+    Suite("pipeline", "Pipeline: video to features and to valence/arousal", _pipeline, _pipeline_unavailable,
+          default=False),
 )}
 
 
@@ -124,7 +139,7 @@ def run_suites(options: BenchOptions, rates: Rates) -> dict[str, SuiteResult]:
     """Runs the selected suites in registry order; a VariantMismatch propagates (the run fails)."""
     results: dict[str, SuiteResult] = {}
     for name, suite in SUITES.items():
-        if options.suites and name not in options.suites:
+        if (options.suites and name not in options.suites) or (not options.suites and not suite.default):
             continue
         reason = suite.unavailable()
         if reason:
@@ -152,6 +167,8 @@ def run_benchmarks(options: BenchOptions) -> tuple[Path, Path, Path | None]:
     rates = measure_machine(options.device)
     results = run_suites(options, rates)
     stem = f"{machine_slug(options.device)}-{machine['date']}" + ("-quick" if options.quick else "")
+    if options.suites:  # a report of some suites must not overwrite the day's full report
+        stem += "-" + "-".join(options.suites)
     targets = [spec6_targets(results, rates["gemm_fp32"][0], options.device)]
     targets.insert(0 if options.device == "cuda" else 1, spec6_gpu_targets(results, options.device))
     measurements = [m for r in results.values() for m in r.measurements]

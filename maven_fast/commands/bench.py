@@ -20,7 +20,13 @@ Writes DIR/<machine>-<date>[-quick].md, .csv and .png (default DIR:
 bench/results) with every table and the SPEC 6 targets (met / not met / not
 measured, with the measured ratio). --quick (a few minutes on 2 CPU cores):
 fewer sizes and rounds, the training step for reference_mlp only and without
-torch.compile. See docs/bench.md."""
+torch.compile.
+
+--suite pipeline (never part of the default run: it takes long on a CPU) times
+video -> features (extract) and -> valence/arousal (predict) at real encoder
+size (base-random Swin-B, HuBERT-base, RoBERTa-base) per stage, fp32 against
+bf16, with peak RSS, the encoders alone, and predict's memory against video
+length; --quick processes 1 s of the generated 5-minute video. See docs/bench.md."""
 
 
 def add_arguments(parser) -> None:

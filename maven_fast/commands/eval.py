@@ -23,13 +23,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--submission", help="write an ABAW submission file here")
     parser.add_argument("--frame-list", help="the organisers' frame list for the submission")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--allow-compute-dtype-mismatch", action="store_true",
+                        help="evaluate on a cache made at another encoder precision than the checkpoint's "
+                             "training cache (e.g. to measure what bf16 features do to a trained model)")
 
 
 def run(args) -> int:
     from maven_fast.train.api import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, args.cache, args.split, args.backend, args.batch_size,
-                                  args.submission, args.frame_list)
+                                  args.submission, args.frame_list,
+                                  allow_compute_dtype_mismatch=args.allow_compute_dtype_mismatch)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

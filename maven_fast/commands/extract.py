@@ -16,8 +16,15 @@ Under torchrun each rank takes its share of the videos; the last rank to
 finish writes the index (no process group needed):
   torchrun --nproc-per-node 4 -m maven_fast extract DATA CACHE --encoders base
 
+The encoders compute in --compute-dtype (auto: bf16 where the hardware is fast
+at it, i.e. a CPU with AVX512-BF16 or AMX or a GPU of sm_80+, else fp32; the
+choice is printed and recorded in the cache, and resuming a cache made at
+another precision is refused). Frames and audio are decoded ahead of the
+encoders in a background thread (--prefetch items).
+
 examples:
   maven-fast extract /data/affwild2 /data/cache --encoders base
+  maven-fast extract /data/affwild2 /data/cache --encoders base --compute-dtype bfloat16
   maven-fast extract /tmp/synth /tmp/cache --encoders tiny --splits train val --mode exact
   maven-fast extract /tmp/synth /tmp/cache-test --encoders tiny --splits test \
       --test-list /tmp/synth/test_frame_list.txt
@@ -28,9 +35,19 @@ examples:
 def add_arguments(parser) -> None:
     parser.add_argument("data_root", metavar="DATA_ROOT", help="dataset folder (Aff-Wild2 layout)")
     parser.add_argument("cache_dir", metavar="CACHE_DIR", help="where to write the feature cache")
-    parser.add_argument("--encoders", choices=("tiny", "base"), default="base",
+    parser.add_argument("--encoders", choices=("tiny", "base", "base-random"), default="base",
                         help="'base': Swin/HuBERT/RoBERTa of the paper; 'tiny': random tiny ones "
-                             "for tests (default base)")
+                             "for tests; 'base-random': the paper's architectures at full size with random "
+                             "weights, no hub (benchmarks only) (default base)")
+    parser.add_argument("--compute-dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="precision the encoders compute in (default auto: bfloat16 where the CPU/GPU "
+                             "runs it fast, else float32); recorded in the cache")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoders (slow first batches)")
+    parser.add_argument("--no-channels-last", action="store_true",
+                        help="keep the video encoder's default memory layout")
+    parser.add_argument("--prefetch", type=int, default=4,
+                        help="frame chunks / segment waveforms decoded ahead in a background thread "
+                             "(default 4; 0: decode inline)")
     parser.add_argument("--video-encoder", help="hub name or local directory replacing the video encoder")
     parser.add_argument("--audio-encoder", help="hub name or local directory replacing the audio encoder")
     parser.add_argument("--text-encoder", help="hub name or local directory replacing the text encoder")
@@ -79,10 +96,12 @@ def run(args) -> int:
             frame_batch=args.frame_batch,
             max_audio_seconds=args.max_audio_seconds, frames_source=args.frames_source,
             dtype=getattr(torch, args.dtype), device=args.device, overwrite=args.overwrite,
-            progress=not args.no_progress)
+            progress=not args.no_progress, compute_dtype=args.compute_dtype,
+            channels_last=not args.no_channels_last, compile=args.compile, prefetch=args.prefetch)
     except (DataError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(f"encoders computed in {result.compute_dtype} ({getattr(encoders, 'precision_reason', '')})")
     print(f"extract: {len(result.written)} video(s) written, {len(result.skipped)} already done, "
           f"{len(result.failed)} failed, {len(result.report)} issue(s) reported, "
           f"{result.seconds:.1f}s")

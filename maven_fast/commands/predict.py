@@ -22,6 +22,13 @@ names them). Segmentation settings not given follow the training cache's
 when it is readable, else extract's defaults. A bad video is listed at the
 end and the others go on (exit status 1).
 
+The encoders compute at the precision the checkpoint's training features were
+made at (--compute-dtype auto); another one is refused unless
+--allow-compute-dtype-mismatch. Frames and audio are decoded ahead of the
+encoders in a background thread (--prefetch). A checkpoint trained on
+`base-random` encoders (random weights, for benchmarks) is refused unless
+--benchmark-random-encoders.
+
 examples:
   maven-fast predict talk.mp4 --transcript talk.srt --checkpoint runs/maven/checkpoints/best --plot
   maven-fast predict a.mp4 b.mp4 --transcript a.vtt --transcript b.json --checkpoint runs/maven --out preds
@@ -63,6 +70,18 @@ def add_arguments(parser) -> None:
                                                                   "(default 8, as extract)")
     parser.add_argument("--frame-batch", type=int, default=64, help="frames per video encoder batch "
                                                                     "(default 64, as extract)")
+    parser.add_argument("--compute-dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="precision the encoders compute in (default auto: the one the checkpoint's "
+                             "training features were made at)")
+    parser.add_argument("--allow-compute-dtype-mismatch", action="store_true",
+                        help="accept a --compute-dtype other than the checkpoint's")
+    parser.add_argument("--benchmark-random-encoders", action="store_true",
+                        help="run a checkpoint trained on base-random encoders (random weights): "
+                             "for timing the pipeline only, the predictions mean nothing")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoders (slow first batches)")
+    parser.add_argument("--prefetch", type=int, default=4,
+                        help="frame chunks / segment waveforms decoded ahead in a background thread "
+                             "(default 4; 0: decode inline)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -80,8 +99,11 @@ def run(args) -> int:
     predictor = Predictor.from_checkpoint(
         args.checkpoint, encoders=args.encoders, video_encoder=args.video_encoder,
         audio_encoder=args.audio_encoder, text_encoder=args.text_encoder, backend=args.backend,
-        device=args.device, mode=args.mode, tail=args.tail, max_audio_seconds=args.max_audio_seconds,
-        batch_size=args.batch_size, frame_batch=args.frame_batch)
+        device=args.device, compute_dtype=args.compute_dtype,
+        allow_compute_dtype_mismatch=args.allow_compute_dtype_mismatch,
+        allow_random_encoders=args.benchmark_random_encoders, compile=args.compile,
+        mode=args.mode, tail=args.tail, max_audio_seconds=args.max_audio_seconds,
+        batch_size=args.batch_size, frame_batch=args.frame_batch, prefetch=args.prefetch)
     for line in predictor.describe():
         print(line)
     result = predict_files(predictor, pairs, args.out, plot=args.plot, progress=not args.no_progress)

@@ -8,10 +8,15 @@ text vectors for the reference presets), labels, masks and frame numbers.
 See :mod:`maven_fast.data.cache_format` for the layout.
 
 - Batched: video frames go through the video encoder ``frame_batch`` at a
-  time (streamed from the file or frame folder, so memory is bounded by the
-  batch); audio windows and texts of ``batch_size`` segments at a time.
-  Audio longer than ``max_audio_seconds`` is encoded in consecutive windows
-  whose frame features are concatenated.
+  time (streamed from the file or frame folder, decoded ahead of the encoder
+  in a background thread into a bounded queue: :mod:`maven_fast.data.pipeline`,
+  the pipeline predict uses too); audio windows and texts of ``batch_size``
+  segments at a time. Audio longer than ``max_audio_seconds`` is encoded in
+  consecutive windows whose frame features are concatenated.
+- Precision: the encoders compute in ``compute_dtype`` (``auto``: bf16 where
+  the hardware is fast at it; :mod:`maven_fast.encoders.precision`), recorded
+  in the cache's settings; resuming a cache made at another precision is
+  refused with both named (``overwrite=True`` re-extracts it).
 - Resumable: a shard under its final name is complete (atomic rename) and is
   skipped when its encoder signature matches; temporary files of a killed
   run are deleted and redone.
@@ -33,15 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 
 from maven_fast.data import cache_format as cf
 from maven_fast.data.affwild2 import AffWild2Layout, VideoEntry, build_split
 from maven_fast.data.report import DataError, Report
+from maven_fast.encoders.precision import check_compute_dtype, recorded_compute_dtype
+from maven_fast.data.pipeline import DEFAULT_PREFETCH, MIN_AUDIO_SAMPLES, StageTimes, encode_segments
 from maven_fast.data.segmentation import Segment
 
-MIN_AUDIO_SAMPLES = 400  # 25 ms at 16 kHz: the shortest input a HuBERT-style encoder accepts
+__all__ = ["MIN_AUDIO_SAMPLES", "ExtractResult", "PlannedVideo", "extract_features", "write_index_if_complete"]
 
 
 @dataclass
@@ -66,6 +72,8 @@ class ExtractResult:
     index_path: str | None = None
     report: Report = field(default_factory=Report)
     seconds: float = 0.0
+    compute_dtype: str = "float32"
+    timings: StageTimes = field(default_factory=StageTimes)
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -81,7 +89,8 @@ def extract_features(data_root: str | os.PathLike | AffWild2Layout, cache_dir: s
                      frames_source: str = "auto", dtype: torch.dtype = torch.float32,
                      device: str | torch.device | None = None, rank: int | None = None,
                      world_size: int | None = None, overwrite: bool = False,
-                     progress: bool = True) -> ExtractResult:
+                     progress: bool = True, compute_dtype: str = "auto", channels_last: bool = True,
+                     compile: bool | str = False, prefetch: int = DEFAULT_PREFETCH) -> ExtractResult:
     """Extract and cache features of every segment of ``splits``; see the module docstring.
 
     ``encoders``: an ``EncoderSet`` (``video``, ``audio``, ``text``,
@@ -98,10 +107,15 @@ def extract_features(data_root: str | os.PathLike | AffWild2Layout, cache_dir: s
     world_size = env_world if world_size is None else world_size
     cache = Path(cache_dir)
     result = ExtractResult(cache_dir=str(cache), report=Report())
+    if device is None:
+        device = _default_device()
+    encoders = _to_device(encoders, device)
+    encoders.configure(compute_dtype, channels_last=channels_last, compile=compile)
+    result.compute_dtype = encoders.compute_dtype
     signature = _json_safe(encoders.signature())
     settings = {"mode": mode, "tail": tail, "frames_source": frames_source,
                 "max_audio_seconds": max_audio_seconds, "dtype": str(dtype).replace("torch.", ""),
-                "sample_rate": int(encoders.audio.sample_rate)}
+                "sample_rate": int(encoders.audio.sample_rate), "compute_dtype": encoders.compute_dtype}
     _check_meta(cache, signature, settings, overwrite, rank)
 
     layout = data_root if isinstance(data_root, AffWild2Layout) else AffWild2Layout.discover(data_root)
@@ -115,9 +129,6 @@ def extract_features(data_root: str | os.PathLike | AffWild2Layout, cache_dir: s
     plan.sort(key=lambda item: (item.split, item.name))
     mine = plan[rank::world_size]
 
-    if device is None:
-        device = _default_device()
-    encoders = _to_device(encoders, device)
     bar = _progress(len(mine), rank, world_size, progress)
     for item in mine:
         split, name = item.split, item.name
@@ -135,7 +146,7 @@ def extract_features(data_root: str | os.PathLike | AffWild2Layout, cache_dir: s
             try:
                 _extract_video(item.entry, item.segments, encoders, final, signature, settings,
                                batch_size, frame_batch, max_audio_seconds, frames_source, dtype,
-                               video_report)
+                               video_report, prefetch, result.timings)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as err:  # noqa: BLE001 - one bad video must not stop the others
@@ -158,11 +169,13 @@ def extract_features(data_root: str | os.PathLike | AffWild2Layout, cache_dir: s
 # ------------------------------------------------------------------ one video
 def _extract_video(entry: VideoEntry, segments: list[Segment], encoders, final: Path,
                    signature, settings, batch_size, frame_batch, max_audio_seconds,
-                   frames_source, dtype, report: Report) -> None:
+                   frames_source, dtype, report: Report, prefetch: int = DEFAULT_PREFETCH,
+                   timings: StageTimes | None = None) -> None:
     from safetensors.torch import save_file
 
     from maven_fast.data.audio import AudioReader
 
+    timings = timings if timings is not None else StageTimes()
     values, valid = entry.labels(report)
     kept = [s for s in segments if s.num_frames > 0]
     skipped = [s.to_dict() for s in segments if s.num_frames == 0]
@@ -171,20 +184,24 @@ def _extract_video(entry: VideoEntry, segments: list[Segment], encoders, final: 
     audio = AudioReader(entry.audio_path, encoders.audio.sample_rate, report=report) \
         if entry.audio_path else None
     try:
-        for group_start in range(0, len(kept), batch_size):
-            group = kept[group_start: group_start + batch_size]
-            for seg in group:
-                feats, present = _video_features(frames, seg, encoders.video, frame_batch)
+        for group in encode_segments(frames, audio, kept, encoders, batch_size=batch_size,
+                                     frame_batch=frame_batch, max_audio_seconds=max_audio_seconds,
+                                     prefetch=prefetch, timings=timings):
+            for feats in group:
+                seg = feats.segment
                 k = f"{seg.index:04d}"
                 label_valid = valid[seg.frame_start: seg.frame_stop]
-                tensors[f"{k}/video"] = feats.to(dtype)
+                present = feats.present
+                tensors[f"{k}/video"] = feats.video.to(dtype)
                 tensors[f"{k}/labels"] = values[seg.frame_start: seg.frame_stop].float().contiguous()
                 tensors[f"{k}/label_valid"] = label_valid.contiguous()
                 tensors[f"{k}/present"] = present
                 tensors[f"{k}/mask"] = label_valid & present
                 tensors[f"{k}/frames"] = torch.arange(seg.frame_start + 1, seg.frame_stop + 1)
-            _audio_features(group, audio, encoders.audio, max_audio_seconds, batch_size, dtype, tensors)
-            _text_features(group, encoders.text, dtype, tensors)
+                tensors[f"{k}/audio"] = feats.audio.to(dtype)
+                tensors[f"{k}/audio_pooled"] = feats.audio_pooled.to(dtype)
+                tensors[f"{k}/text"] = feats.text.to(dtype)
+                tensors[f"{k}/text_pooled"] = feats.text_pooled.to(dtype)
     finally:
         if audio is not None:
             audio.close()
@@ -193,6 +210,7 @@ def _extract_video(entry: VideoEntry, segments: list[Segment], encoders, final: 
     if not kept:
         raise DataError(entry.transcript_path or entry.name, "no segment spans a video frame",
                         fix="check the transcript's times against the video")
+    began = time.perf_counter()
     metadata = {"format": cf.CACHE_FORMAT, "signature": json.dumps(signature),
                 "settings": json.dumps(settings), "entry": json.dumps(entry.to_dict()),
                 "segments": json.dumps([{**s.to_dict(), "key": f"{s.index:04d}",
@@ -205,6 +223,7 @@ def _extract_video(entry: VideoEntry, segments: list[Segment], encoders, final: 
     tmp = cf.temp_name(final)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, final)
+    timings.add("write", time.perf_counter() - began)
 
 
 def _frame_source(entry: VideoEntry, frames_source: str, report: Report):
@@ -223,76 +242,18 @@ def _frame_source(entry: VideoEntry, frames_source: str, report: Report):
     return VideoReader(entry.video_path, report=report)
 
 
-@torch.no_grad()
-def _video_features(frames, seg: Segment, encoder, frame_batch: int):
-    from maven_fast.data.frames import FrameFolder
-
-    feats, presence = [], []
-    for chunk in frames.iter_frames(seg.frame_start, seg.frame_stop, frame_batch):
-        if isinstance(frames, FrameFolder):  # images missing (or after the last one) are
-            images, present = chunk          # filled with the nearest image, marked absent
-        else:
-            images, present = chunk, np.ones(len(chunk), dtype=bool)
-        feats.append(encoder(encoder.preprocess(torch.from_numpy(images))).float().cpu())
-        presence.append(torch.from_numpy(present))
-    return torch.cat(feats), torch.cat(presence)
-
-
-@torch.no_grad()
-def _audio_features(group: list[Segment], audio, encoder, max_audio_seconds: float,
-                    batch_size: int, dtype, tensors: dict) -> None:
-    """Encode the audio of a group of segments: windows batched, then re-joined per segment."""
-    window = max(MIN_AUDIO_SAMPLES, int(max_audio_seconds * encoder.sample_rate))
-    pieces: list[tuple[int, torch.Tensor]] = []  # (segment position, waveform)
-    for pos, seg in enumerate(group):
-        wave = audio.read(seg.sample_start, seg.sample_stop) if audio is not None \
-            else torch.zeros(seg.num_samples)
-        if wave.numel() < MIN_AUDIO_SAMPLES:
-            wave = torch.cat([wave, torch.zeros(MIN_AUDIO_SAMPLES - wave.numel())])
-        for a in range(0, wave.numel(), window):
-            piece = wave[a: a + window]
-            if piece.numel() < MIN_AUDIO_SAMPLES:  # a tiny last window: join it to the previous
-                prev_pos, prev = pieces[-1]
-                pieces[-1] = (prev_pos, torch.cat([prev, piece]))
-            else:
-                pieces.append((pos, piece))
-    outputs: list[list[torch.Tensor]] = [[] for _ in group]
-    for b in range(0, len(pieces), batch_size):
-        batch = pieces[b: b + batch_size]
-        lengths = torch.tensor([p.numel() for _, p in batch])
-        waves = torch.zeros(len(batch), int(lengths.max()))
-        for i, (_, p) in enumerate(batch):
-            waves[i, : p.numel()] = p
-        device = encoder.device
-        frames, frame_lengths = encoder(waves.to(device), lengths.to(device))
-        for i, (pos, _) in enumerate(batch):
-            outputs[pos].append(frames[i, : int(frame_lengths[i])].float().cpu())
-    for pos, seg in enumerate(group):
-        seq = torch.cat(outputs[pos])
-        pooled = encoder.pool(seq[None].to(encoder.device),
-                              torch.tensor([seq.shape[0]], device=encoder.device))[0]
-        k = f"{seg.index:04d}"
-        tensors[f"{k}/audio"] = seq.to(dtype)
-        tensors[f"{k}/audio_pooled"] = pooled.float().cpu().to(dtype)
-
-
-@torch.no_grad()
-def _text_features(group: list[Segment], encoder, dtype, tensors: dict) -> None:
-    tokens, lengths = encoder([s.text for s in group])
-    pooled = encoder.pool(tokens, lengths, masked=True)
-    for i, seg in enumerate(group):
-        k = f"{seg.index:04d}"
-        tensors[f"{k}/text"] = tokens[i, : int(lengths[i])].float().cpu().to(dtype)
-        tensors[f"{k}/text_pooled"] = pooled[i].float().cpu().to(dtype)
-
-
 # ------------------------------------------------------------- cache bookkeeping
 def _check_meta(cache: Path, signature, settings, overwrite: bool, rank: int) -> None:
     meta_path = cache / cf.META_FILE
     meta = {"format": cf.CACHE_FORMAT, "signature": signature, "settings": settings}
     if meta_path.is_file() and not overwrite:
         old = cf.read_json(meta_path)
-        if old.get("signature") != signature or old.get("settings") != settings:
+        old_settings = _with_compute_dtype(old.get("settings"))
+        check_compute_dtype(old_settings.get("compute_dtype"), settings["compute_dtype"],
+                            have_what=f"the cache {cache}", want_what="this extract run",
+                            override="--overwrite (overwrite=True) to re-extract the whole cache at "
+                                     f"{settings['compute_dtype']}")
+        if old.get("signature") != signature or old_settings != settings:
             raise DataError(meta_path, "this cache was built with other encoders or settings: "
                                        f"{json.dumps({k: old.get(k) for k in ('signature', 'settings')})}; "
                                        f"now {json.dumps({'signature': signature, 'settings': settings})}",
@@ -308,7 +269,14 @@ def _shard_is_current(path: Path, signature, settings) -> bool:
         return False
     header = cf.read_shard_header(path)
     return header is not None and header.get("signature") == signature and \
-        header.get("settings") == settings
+        _with_compute_dtype(header.get("settings")) == settings
+
+
+def _with_compute_dtype(settings):
+    """Settings of a cache made before ``compute_dtype`` existed: its encoders ran in fp32."""
+    if isinstance(settings, dict) and "compute_dtype" not in settings:
+        return {**settings, "compute_dtype": recorded_compute_dtype(None)}
+    return settings
 
 
 def _record_failure(cache: Path, split: str, name: str, reason: str, result: ExtractResult) -> None:

@@ -25,6 +25,30 @@ from maven_fast.encoders.hub import hub_offline, is_local, unavailable
 DEFAULT_AUDIO_ENCODER = "facebook/hubert-base-ls960"
 
 
+def hubert_base_config():
+    """HuBERT-base (``facebook/hubert-base-ls960``'s architecture), written out: 12 layers of
+    768 wide, 12 heads, 3072 FFN, the 7-layer conv feature encoder (512 channels, strides
+    5,2,2,2,2,2,2: 320 samples per frame) with group norm, 128-tap conv position embedding."""
+    from transformers import HubertConfig
+
+    return HubertConfig(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        hidden_act="gelu", feat_extract_norm="group", feat_extract_activation="gelu",
+        conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_bias=False, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
+        do_stable_layer_norm=False, layer_norm_eps=1e-5,
+    )
+
+
+def _set_transformers_sdpa(model) -> None:
+    """Ask a transformers model for its SDPA attention implementation."""
+    setter = getattr(model, "set_attn_implementation", None)
+    if setter is not None:
+        setter("sdpa")
+    else:  # older transformers
+        model.config._attn_implementation = "sdpa"
+
+
 def _normalise(x: Tensor) -> Tensor:
     """Zero mean, unit variance over the last dimension (Wav2Vec2FeatureExtractor's formula)."""
     mean = x.mean(dim=-1, keepdim=True)
@@ -85,6 +109,27 @@ class AudioEncoder(FrozenEncoder):
             model = HubertModel(config)
         return cls(model, tiny_name("tiny-hubert", seed), normalize=True, batch_size=batch_size)
 
+    @classmethod
+    def base_random(cls, seed: int = 0, device: str | torch.device | None = None,
+                    batch_size: int = 8) -> "AudioEncoder":
+        """HuBERT-base at full size (the architecture of ``facebook/hubert-base-ls960``, written
+        out in :func:`hubert_base_config`; 768-d, ~94 M parameters) with random weights from
+        ``seed``: no hub, for benchmarks and real-size tests. Its features mean nothing.
+        ``device="meta"`` builds the architecture without weights (to inspect it)."""
+        from transformers import HubertModel
+
+        with seeded(seed), torch.device(device or "cpu"):
+            model = HubertModel(hubert_base_config())
+        return cls(model, tiny_name("base-random-hubert", seed), normalize=True, batch_size=batch_size)
+
+    _compile_dynamic = True  # clip lengths vary
+
+    def _use_sdpa(self) -> None:
+        _set_transformers_sdpa(self.model)
+
+    def sdpa_enabled(self) -> bool:
+        return getattr(self.model.config, "_attn_implementation", None) == "sdpa"
+
     def save_pretrained(self, directory: str) -> None:
         """Write the model and a matching preprocessor config (``save_pretrained`` layout)."""
         from transformers import Wav2Vec2FeatureExtractor
@@ -134,7 +179,7 @@ class AudioEncoder(FrozenEncoder):
         for length, items in groups.items():
             for part in chunks(len(items), self.batch_size):
                 idx = torch.tensor(items[part])
-                hidden = self.model(self._prepare(waveform[idx, :length])).last_hidden_state
+                hidden = self.run_model(self._prepare(waveform[idx, :length])).last_hidden_state.float()
                 out[idx.to(out.device), : hidden.shape[1]] = hidden
 
     def _run_masked(self, waveform: Tensor, lengths: Tensor, n_frames: Tensor, out: Tensor) -> None:
@@ -148,7 +193,7 @@ class AudioEncoder(FrozenEncoder):
                 var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / n
                 x = (x - mean) / torch.sqrt(var + 1e-7)
             x = x * valid
-            hidden = self.model(x, attention_mask=valid.long()).last_hidden_state
+            hidden = self.run_model(x, attention_mask=valid.long()).last_hidden_state.float()
             keep = min(hidden.shape[1], out.shape[1])
             frame_valid = torch.arange(keep, device=self.device) < n_frames[part].to(self.device).unsqueeze(1)
             out[part, :keep] = hidden[:, :keep] * frame_valid.unsqueeze(-1)

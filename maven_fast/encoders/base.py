@@ -19,6 +19,57 @@ class FrozenEncoder(nn.Module):
         super().__init__()
         self.name = name
         self.dim = dim
+        self.compute_dtype = "float32"  # resolved: float32 | bfloat16 | float16 (see configure)
+        self.channels_last = False
+        self.__dict__["_compiled"] = None  # torch.compile'd self.model (not a registered submodule)
+
+    def configure(self, compute_dtype: str = "float32", *, channels_last: bool = True, sdpa: bool = True,
+                  compile: bool | str = False) -> "FrozenEncoder":
+        """How the encoder runs: precision (``float32``, ``bfloat16``, ``float16``; see
+        :mod:`maven_fast.encoders.precision`; resolve ``auto`` first), channels_last memory
+        layout where the architecture has convolutions over images, PyTorch's fused SDPA
+        attention where the implementation offers it, and ``torch.compile`` of the model
+        (``compile=True`` for inductor, or a backend name)."""
+        from maven_fast.encoders.precision import RESOLVED
+
+        if compute_dtype not in RESOLVED:
+            raise ValueError(f"compute_dtype: expected one of {', '.join(RESOLVED)} here (resolve 'auto' with "
+                             f"maven_fast.encoders.precision.resolve_compute_dtype first), got {compute_dtype!r}")
+        self.compute_dtype = compute_dtype
+        self._set_channels_last(channels_last)
+        if sdpa:
+            self._use_sdpa()
+        if compile:
+            backend = "inductor" if compile is True else str(compile)
+            self.__dict__["_compiled"] = torch.compile(self.model, backend=backend, dynamic=self._compile_dynamic)
+        else:
+            self.__dict__["_compiled"] = None
+        return self
+
+    _compile_dynamic: bool | None = None
+
+    def _set_channels_last(self, enabled: bool) -> None:
+        self.channels_last = False
+
+    def _use_sdpa(self) -> None:
+        """Switch the model's attention to ``F.scaled_dot_product_attention`` (per implementation)."""
+
+    def sdpa_enabled(self) -> bool:
+        return False
+
+    def run_model(self, *args, **kwargs):
+        """``self.model(...)`` at the configured precision (compiled when asked)."""
+        from maven_fast.encoders.precision import autocast_context
+
+        compiled = self.__dict__.get("_compiled")
+        model = compiled if compiled is not None else self.model
+        with autocast_context(self.device, self.compute_dtype):
+            return model(*args, **kwargs)
+
+    def runtime(self) -> dict[str, Any]:
+        """The runtime options in effect (for logs and reports)."""
+        return {"compute_dtype": self.compute_dtype, "channels_last": self.channels_last,
+                "sdpa": self.sdpa_enabled(), "compiled": self.__dict__.get("_compiled") is not None}
 
     def freeze(self) -> "FrozenEncoder":
         for p in self.parameters():

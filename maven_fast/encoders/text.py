@@ -25,6 +25,20 @@ def byte_level_tokenizer(max_length: int = 128):
     return RobertaTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
 
 
+def roberta_base_config(tokenizer):
+    """RoBERTa-base (``roberta-base``'s architecture), written out: 12 layers of 768 wide,
+    12 heads, 3072 FFN, 50265-token vocabulary, 514 positions (512 tokens), layer norm eps 1e-5;
+    the special token ids are ``tokenizer``'s (RoBERTa's: <s>=0, <pad>=1, </s>=2)."""
+    from transformers import RobertaConfig
+
+    return RobertaConfig(
+        vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, hidden_act="gelu", max_position_embeddings=514, type_vocab_size=1,
+        layer_norm_eps=1e-5, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
 class TextEncoder(FrozenEncoder):
     """RoBERTa: ``forward(texts: list[str]) -> (tokens [B, Tt, dim], lengths [B])``.
 
@@ -73,6 +87,31 @@ class TextEncoder(FrozenEncoder):
             model = RobertaModel(config, add_pooling_layer=False)
         return cls(model, tokenizer, tiny_name("tiny-roberta", seed), batch_size)
 
+    @classmethod
+    def base_random(cls, seed: int = 0, device: str | torch.device | None = None,
+                    batch_size: int = 32) -> "TextEncoder":
+        """RoBERTa-base at full size (``roberta-base``'s architecture, written out in
+        :func:`roberta_base_config`; 768-d, ~124 M parameters with its 50265-token embedding)
+        with random weights from ``seed`` and the offline :func:`byte_level_tokenizer` (the
+        real BPE vocabulary needs the hub): for benchmarks. Its features mean nothing.
+        ``device="meta"`` builds the architecture without weights (to inspect it)."""
+        from transformers import RobertaModel
+
+        tokenizer = byte_level_tokenizer(max_length=512)
+        with seeded(seed), torch.device(device or "cpu"):
+            model = RobertaModel(roberta_base_config(tokenizer), add_pooling_layer=False)
+        return cls(model, tokenizer, tiny_name("base-random-roberta", seed), batch_size)
+
+    _compile_dynamic = True  # token counts vary
+
+    def _use_sdpa(self) -> None:
+        from maven_fast.encoders.audio import _set_transformers_sdpa
+
+        _set_transformers_sdpa(self.model)
+
+    def sdpa_enabled(self) -> bool:
+        return getattr(self.model.config, "_attn_implementation", None) == "sdpa"
+
     def save_pretrained(self, directory: str) -> None:
         """Write the model and its tokenizer (``save_pretrained`` layout)."""
         self.model.save_pretrained(directory)
@@ -90,7 +129,7 @@ class TextEncoder(FrozenEncoder):
         encoded = self.tokenize(texts)
         ids, mask = encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
         outputs = [
-            self.model(input_ids=ids[part], attention_mask=mask[part]).last_hidden_state
+            self.run_model(input_ids=ids[part], attention_mask=mask[part]).last_hidden_state.float()
             for part in chunks(ids.shape[0], self.batch_size)
         ]
         tokens = torch.cat(outputs) if outputs else torch.zeros(0, ids.shape[1], self.dim, device=self.device)

@@ -11,6 +11,9 @@ from maven_fast.encoders.base import FrozenEncoder, chunks, seeded, tiny_name
 from maven_fast.encoders.hub import hub_offline, unavailable
 
 DEFAULT_VIDEO_ENCODER = "swin_base_patch4_window7_224"
+#: Swin-B (``swin_base_patch4_window7_224``) written out: the architecture ``base_random`` builds.
+SWIN_BASE_ARGS = {"img_size": 224, "patch_size": 4, "window_size": 7, "embed_dim": 128,
+                  "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32), "mlp_ratio": 4.0}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -91,6 +94,40 @@ class VideoEncoder(FrozenEncoder):
             model = timm.create_model(DEFAULT_VIDEO_ENCODER, pretrained=False, num_classes=0, **model_args)
         return cls(model, tiny_name("tiny-swin", seed), batch_size, model_args)
 
+    @classmethod
+    def base_random(cls, seed: int = 0, device: str | torch.device | None = None,
+                    batch_size: int = 64) -> "VideoEncoder":
+        """Swin-B at full size (:data:`SWIN_BASE_ARGS`, 1024-d, ~87 M parameters) with random
+        weights from ``seed``: no hub, for benchmarks and real-size tests. Its features mean nothing.
+        ``device="meta"`` builds the architecture without weights (to inspect it)."""
+        import timm
+        from timm.models.swin_transformer import SwinTransformer
+
+        with seeded(seed), torch.device(device or "cpu"):
+            model = SwinTransformer(num_classes=0, **SWIN_BASE_ARGS)
+        if not isinstance(model, timm.models.swin_transformer.SwinTransformer):  # pragma: no cover
+            raise TypeError("timm's SwinTransformer is not the expected class")
+        return cls(model, tiny_name("base-random-swin", seed), batch_size, dict(SWIN_BASE_ARGS))
+
+    def _set_channels_last(self, enabled: bool) -> None:
+        # Swin's patch embedding is a 4x4/stride-4 convolution over the image: channels_last
+        # lets oneDNN/cuDNN run it without layout conversions.
+        self.channels_last = bool(enabled)
+        self.model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+
+    def _window_attentions(self):
+        return [m for m in self.model.modules() if hasattr(m, "fused_attn") and hasattr(m, "qkv")]
+
+    def _use_sdpa(self) -> None:
+        # timm's WindowAttention computes softmax(qk^T + bias)v by hand unless fused_attn is
+        # set (it is opt-in there): switch every block to F.scaled_dot_product_attention.
+        for module in self._window_attentions():
+            module.fused_attn = True
+
+    def sdpa_enabled(self) -> bool:
+        blocks = self._window_attentions()
+        return bool(blocks) and all(bool(m.fused_attn) for m in blocks)
+
     def save_pretrained(self, directory: str) -> None:
         """Write a timm model directory (config.json + model.safetensors) that
         :meth:`from_pretrained` reads back."""
@@ -125,8 +162,10 @@ class VideoEncoder(FrozenEncoder):
                 f"pixels: expected a float tensor of shape [N, 3, {size}, {size}], "
                 f"got {list(pixels.shape)} {pixels.dtype}"
             )
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         outputs = [
-            self.model(pixels[part].to(self.device, self.dtype)) for part in chunks(pixels.shape[0], self.batch_size)
+            self.run_model(pixels[part].to(self.device, self.dtype).contiguous(memory_format=memory_format)).float()
+            for part in chunks(pixels.shape[0], self.batch_size)
         ]
         if not outputs:
             return pixels.new_zeros(0, self.dim)

@@ -89,7 +89,8 @@ def predict_files(predictor, pairs: list[tuple[str, str]], out_dir: str | os.Pat
         rows.append(row)
     bar.close()
     report = {"checkpoint": predictor.checkpoint, "settings": asdict(predictor.settings),
-              "encoders": predictor.encoders.signature(), "videos": rows}
+              "encoders": predictor.encoders.signature(), "compute_dtype": predictor.encoders.compute_dtype,
+              "videos": rows}
     result.report_path = str(out / REPORT_FILE)
     Path(result.report_path).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     return result

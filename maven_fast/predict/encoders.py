@@ -8,6 +8,10 @@ builds exactly those:
 
 * ``tiny-swin`` / ``tiny-hubert`` / ``tiny-roberta`` (with an optional
   ``-seed<N>`` suffix): the tiny random encoders, rebuilt from that seed;
+* ``base-random-swin`` / ``base-random-hubert`` / ``base-random-roberta``
+  (``-seed<N>``): the real-size architectures with random weights; refused
+  (:class:`RandomEncoders`) unless ``allow_random=True`` (``--benchmark-random-encoders``),
+  because a model trained on random features predicts nothing meaningful;
 * any other name: a hub name or local directory, loaded with
   ``from_pretrained`` (``HF_HUB_OFFLINE`` honoured);
 * a replacement path per modality (``video="/models/swin"``) for a local
@@ -29,6 +33,7 @@ from maven_fast.encoders import (DEFAULT_AUDIO_ENCODER, DEFAULT_TEXT_ENCODER, DE
 MODALITIES = ("video", "audio", "text")
 _CLASSES = {"video": VideoEncoder, "audio": AudioEncoder, "text": TextEncoder}
 _TINY_BASE = {"video": "tiny-swin", "audio": "tiny-hubert", "text": "tiny-roberta"}
+_RANDOM_BASE = {"video": "base-random-swin", "audio": "base-random-hubert", "text": "base-random-roberta"}
 _BASE_NAMES = {"video": DEFAULT_VIDEO_ENCODER, "audio": DEFAULT_AUDIO_ENCODER, "text": DEFAULT_TEXT_ENCODER}
 EncoderKind = Literal["auto", "tiny", "base"]
 
@@ -37,24 +42,37 @@ class EncoderMismatch(ConfigError):
     """The encoders asked for are not the ones the checkpoint was trained with."""
 
 
-def tiny_seed(modality: str, name: str) -> int | None:
-    """The seed of a tiny encoder name (``tiny-swin`` -> 0, ``tiny-swin-seed3`` -> 3), else None."""
-    match = re.fullmatch(re.escape(_TINY_BASE[modality]) + r"(?:-seed(\d+))?", name)
+class RandomEncoders(ConfigError):
+    """The checkpoint names ``base-random`` encoders and random predictions were not asked for."""
+
+
+def _seed_of(base: str, name: str) -> int | None:
+    match = re.fullmatch(re.escape(base) + r"(?:-seed(\d+))?", name)
     if match is None:
         return None
     return int(match.group(1) or 0)
 
 
+def tiny_seed(modality: str, name: str) -> int | None:
+    """The seed of a tiny encoder name (``tiny-swin`` -> 0, ``tiny-swin-seed3`` -> 3), else None."""
+    return _seed_of(_TINY_BASE[modality], name)
+
+
+def random_base_seed(modality: str, name: str) -> int | None:
+    """The seed of a ``base-random`` encoder name (``base-random-swin-seed2`` -> 2), else None."""
+    return _seed_of(_RANDOM_BASE[modality], name)
+
+
 def encoders_for(expected: EncoderConfig, kind: EncoderKind = "auto", *, video: str | None = None,
                  audio: str | None = None, text: str | None = None,
-                 source: str = "the checkpoint") -> EncoderSet:
+                 source: str = "the checkpoint", allow_random: bool = False) -> EncoderSet:
     """Build the encoders ``expected`` names (a checkpoint's ``model.encoders``).
 
     ``kind``: ``auto`` builds whatever the names say; ``tiny`` and ``base``
     additionally assert that the checkpoint used the tiny / the paper's
     encoders (an :class:`EncoderMismatch` otherwise). ``video``/``audio``/``text``:
     a local directory (or hub name) replacing that encoder. ``source`` names the
-    checkpoint in messages.
+    checkpoint in messages. ``allow_random``: build ``base-random`` encoders (benchmarks only).
     """
     if kind not in ("auto", "tiny", "base"):
         raise ValueError(f"kind: expected 'auto', 'tiny' or 'base', got {kind!r}")
@@ -66,7 +84,7 @@ def encoders_for(expected: EncoderConfig, kind: EncoderKind = "auto", *, video: 
         if replacements[modality] is not None:
             built[modality] = _load_replacement(modality, replacements[modality], want, source)
         else:
-            built[modality] = _load_recorded(modality, want, kind, source)
+            built[modality] = _load_recorded(modality, want, kind, source, allow_random)
         have = built[modality].signature()
         if have["dim"] != want["dim"]:
             raise EncoderMismatch(
@@ -77,9 +95,22 @@ def encoders_for(expected: EncoderConfig, kind: EncoderKind = "auto", *, video: 
     return EncoderSet(**built)
 
 
-def _load_recorded(modality: str, want: dict, kind: str, source: str):
-    """The encoder named in the checkpoint (a tiny name or a hub name / path)."""
+def _load_recorded(modality: str, want: dict, kind: str, source: str, allow_random: bool = False):
+    """The encoder named in the checkpoint (a tiny name, a base-random name, or a hub name / path)."""
     name, cls = want["name"], _CLASSES[modality]
+    random_seed = random_base_seed(modality, name)
+    if random_seed is not None:
+        if not allow_random:
+            raise RandomEncoders(
+                f"{source} was trained on features of {name!r}, a {modality} encoder with RANDOM weights "
+                "(built for benchmarks): its predictions would mean nothing, so predict refuses it. Train on "
+                "features of real encoders (--encoders base), or, to time the pipeline only, pass "
+                "--benchmark-random-encoders (allow_random_encoders=True)"
+            )
+        if kind == "tiny":
+            raise EncoderMismatch(f"{source} expects the {modality} encoder {name!r}, not a tiny one; "
+                                  "use --encoders auto")
+        return cls.base_random(seed=random_seed)
     seed = tiny_seed(modality, name)
     if kind == "tiny" and seed is None:
         raise EncoderMismatch(

@@ -72,10 +72,20 @@ class Predictor:
     def from_checkpoint(cls, checkpoint: str | os.PathLike | None, *, encoders: EncoderKind = "auto",
                         video_encoder: str | None = None, audio_encoder: str | None = None,
                         text_encoder: str | None = None, backend: str = "auto",
-                        device: str | torch.device | None = None, **settings: Any) -> "Predictor":
+                        device: str | torch.device | None = None, compute_dtype: str = "auto",
+                        allow_compute_dtype_mismatch: bool = False, allow_random_encoders: bool = False,
+                        channels_last: bool = True, compile: bool | str = False,
+                        **settings: Any) -> "Predictor":
         """Load a training checkpoint (``runs/NAME/checkpoints/best``, or a run directory for ``last``).
 
         ``encoders``/``*_encoder``: see :func:`~maven_fast.predict.encoders.encoders_for`.
+        ``compute_dtype``: the encoders' precision; ``auto`` (default) is the precision the
+        checkpoint's training features were made at (``model.encoders.compute_dtype``; fp32
+        for checkpoints that predate it), so the model sees the features it learnt from. Another
+        precision is refused (:class:`~maven_fast.encoders.precision.ComputeDtypeMismatch`,
+        naming both) unless ``allow_compute_dtype_mismatch``. ``allow_random_encoders``: run a
+        checkpoint trained on ``base-random`` encoders (benchmarks only; refused otherwise).
+        ``channels_last``/``compile``: see :meth:`~maven_fast.encoders.EncoderSet.configure`.
         ``settings``: :class:`PredictSettings` fields (``mode``, ``tail``, ...); a
         field left out (or None) takes the training cache's value, else extract's default.
         """
@@ -95,16 +105,20 @@ class Predictor:
             raise ConfigError(f"device {device}: no CUDA device is available here; use --device cpu")
         model, train_cfg, manifest = load_trained_model(checkpoint, backend, device)
         source = f"the checkpoint {manifest['directory']}"
+        precision, why = predict_compute_dtype(train_cfg.model.encoders.compute_dtype, compute_dtype, source,
+                                               allow_compute_dtype_mismatch)
         built = encoders_for(train_cfg.model.encoders, encoders, video=video_encoder, audio=audio_encoder,
-                             text=text_encoder, source=source).to(device)
+                             text=text_encoder, source=source, allow_random=allow_random_encoders).to(device)
+        built.configure(precision, channels_last=channels_last, compile=compile)
+        built.precision_reason = why
         resolved, origin = resolve_settings(train_cfg, settings)
         return cls(model, built, resolved, device, manifest["directory"], origin, train_cfg)
 
     def predict(self, video: str | os.PathLike, transcript: str | os.PathLike,
-                progress: bool = False) -> VideoPrediction:
+                progress: bool = False, timings=None) -> VideoPrediction:
         """Per-frame and per-segment predictions for one video (see :func:`predict_video`)."""
         return predict_video(video, transcript, self.model, self.encoders, self.settings, device=self.device,
-                             progress=progress)
+                             progress=progress, timings=timings)
 
     def describe(self) -> list[str]:
         """Lines for a log: checkpoint, preset, encoders, settings and where they came from."""
@@ -112,10 +126,33 @@ class Predictor:
         names = ", ".join(f"{m} {s['name']}" for m, s in self.encoders.signature().items())
         s = self.settings
         window = f"windows of {s.max_frames} frames" if s.max_frames else "whole segments"
+        why = getattr(self.encoders, "precision_reason", "")
         return [f"checkpoint: {self.checkpoint} ({cfg.variant}, backend {self.model.backend}, {self.device})",
-                f"encoders: {names}",
+                f"encoders: {names}; computing in {self.encoders.compute_dtype}" + (f" ({why})" if why else ""),
                 f"segmentation: {s.mode}{' + tail' if s.tail else ''}; audio windows {s.max_audio_seconds:g}s; "
                 f"features {s.feature_dtype}; model on {window} ({self.settings_source})"]
+
+
+def predict_compute_dtype(recorded, requested: str, source: str, allow_mismatch: bool = False) -> tuple[str, str]:
+    """``(precision, why)`` for predict: ``auto`` is the checkpoint's; another one is refused
+    (naming both) unless ``allow_mismatch``, then warned about."""
+    import warnings
+
+    from maven_fast.encoders.precision import COMPUTE_DTYPES, check_compute_dtype, recorded_compute_dtype
+
+    if requested not in COMPUTE_DTYPES:
+        raise ConfigError(f"compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {requested!r}")
+    have = recorded_compute_dtype(recorded)
+    if requested == "auto":
+        return have, f"auto: the precision {source} was trained on"
+    if check_compute_dtype(have, requested, have_what=source, want_what=f"--compute-dtype {requested}",
+                           override="--allow-compute-dtype-mismatch (allow_compute_dtype_mismatch=True)",
+                           allow=allow_mismatch):
+        warnings.warn(f"{source} was trained on features computed in {have}; encoding in {requested} "
+                      "as asked (--allow-compute-dtype-mismatch): predictions may differ slightly",
+                      UserWarning, stacklevel=3)
+        return requested, f"given explicitly; the checkpoint's is {have} (mismatch allowed)"
+    return requested, "given explicitly"
 
 
 def resolve_settings(train_cfg, given: dict[str, Any]) -> tuple[PredictSettings, str]:

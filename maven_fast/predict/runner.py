@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from maven_fast.data import MODES, DataError, Report, Segment, read_transcript, segment
+from maven_fast.data.pipeline import DEFAULT_PREFETCH, StageTimes
 from maven_fast.predict.features import SegmentFeatures, encode_segments
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -39,7 +40,8 @@ class PredictSettings:
     ``feature_dtype``: the storage type of the training cache; features are
     rounded through it so the model sees what it was trained on.
     ``max_frames``: the model's window in frames (0: whole segments), as
-    ``data.max_frames`` in training.
+    ``data.max_frames`` in training. ``prefetch``: frame chunks / waveforms
+    decoded ahead of the encoders in a background thread (0: no thread).
     """
 
     mode: str = "contiguous"
@@ -49,14 +51,17 @@ class PredictSettings:
     batch_size: int = 8
     frame_batch: int = 64
     max_frames: int = 0
+    prefetch: int = DEFAULT_PREFETCH
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
         if self.feature_dtype not in _DTYPES:
             raise ValueError(f"feature_dtype: expected one of {', '.join(_DTYPES)}, got {self.feature_dtype!r}")
-        if self.max_audio_seconds <= 0 or self.batch_size < 1 or self.frame_batch < 1 or self.max_frames < 0:
-            raise ValueError("max_audio_seconds, batch_size and frame_batch must be positive, max_frames >= 0")
+        if self.max_audio_seconds <= 0 or self.batch_size < 1 or self.frame_batch < 1 or self.max_frames < 0 \
+                or self.prefetch < 0:
+            raise ValueError("max_audio_seconds, batch_size and frame_batch must be positive, max_frames and "
+                             "prefetch >= 0")
 
 
 @dataclass
@@ -160,12 +165,14 @@ def video_segments(video: str | os.PathLike, transcript: str | os.PathLike, sett
 
 def predict_video(video: str | os.PathLike, transcript: str | os.PathLike, model, encoders,
                   settings: PredictSettings | None = None, *, device: torch.device | str | None = None,
-                  progress: bool = False, **overrides) -> VideoPrediction:
+                  progress: bool = False, timings: StageTimes | None = None, **overrides) -> VideoPrediction:
     """Run ``encoders`` and ``model`` (a trained MAVEN, run in eval mode) over one video.
 
     ``settings`` (default :class:`PredictSettings`), with ``overrides`` of its
     fields applied (``predict_video(v, t, model, encoders, mode="exact")``).
     ``device``: where the model inputs go (default: the model's device).
+    ``timings``: a :class:`~maven_fast.data.pipeline.StageTimes` that collects seconds per
+    stage (decode, preprocess, wait, video/audio/text encoder, model).
 
     Raises :class:`~maven_fast.data.DataError` naming the file when the video
     cannot be opened or decoded, or the transcript has no usable utterance
@@ -185,7 +192,8 @@ def predict_video(video: str | os.PathLike, transcript: str | os.PathLike, model
     was_training = model.training
     model.eval()
     try:
-        _fill(values, video, info, kept, model, encoders, settings, window, device, report, bar)
+        _fill(values, video, info, kept, model, encoders, settings, window, device, report, bar,
+              timings if timings is not None else StageTimes())
     finally:
         model.train(was_training)
         bar.close()
@@ -198,7 +206,7 @@ def predict_video(video: str | os.PathLike, transcript: str | os.PathLike, model
 
 
 def _fill(values: np.ndarray, video, info, kept: list[Segment], model, encoders, settings: PredictSettings,
-          window: int, device, report: Report, bar) -> None:
+          window: int, device, report: Report, bar, timings: StageTimes) -> None:
     """Encode the segments (streaming frames and audio) and write the model's outputs into ``values``."""
     from maven_fast.data.audio import AudioReader
     from maven_fast.data.media import VideoReader
@@ -208,11 +216,13 @@ def _fill(values: np.ndarray, video, info, kept: list[Segment], model, encoders,
             AudioReader(video, int(encoders.audio.sample_rate), report=report) as audio:
         for group in encode_segments(frames, audio, kept, encoders, batch_size=settings.batch_size,
                                      frame_batch=settings.frame_batch,
-                                     max_audio_seconds=settings.max_audio_seconds):
+                                     max_audio_seconds=settings.max_audio_seconds, prefetch=settings.prefetch,
+                                     timings=timings):
             for feats in group:
                 seg = feats.segment
-                values[seg.frame_start: seg.frame_stop] = run_segment(model, feats.as_dtype(dtype), window,
-                                                                      device).numpy()
+                with timings.stage("model"):
+                    values[seg.frame_start: seg.frame_stop] = run_segment(model, feats.as_dtype(dtype), window,
+                                                                          device).numpy()
                 bar.update(1)
 
 

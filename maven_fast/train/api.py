@@ -11,7 +11,7 @@ from maven_fast.train.config import TrainConfig
 
 
 def open_split(cache: str | Path, split: str, model_cfg: MavenConfig, max_frames: int = 0,
-               mask_missing_images: bool = True):
+               mask_missing_images: bool = True, allow_compute_dtype_mismatch: bool = False):
     """The cached split as a Dataset, after checking it was built with the config's encoders."""
     from maven_fast.data import FeatureCacheDataset
 
@@ -21,7 +21,34 @@ def open_split(cache: str | Path, split: str, model_cfg: MavenConfig, max_frames
     ds = FeatureCacheDataset(cache, split, pooled=model_cfg.pooled_inputs, max_frames=max_frames or None,
                              mask_missing_images=mask_missing_images)
     check_cache_matches(ds.signature, model_cfg, cache)
+    check_cache_precision(ds.index.get("settings"), model_cfg, cache, allow_compute_dtype_mismatch)
     return ds
+
+
+def check_cache_precision(settings: dict | None, model_cfg: MavenConfig, cache: str | Path,
+                          allow_mismatch: bool = False) -> None:
+    """``model.encoders.compute_dtype``: ``cache`` takes the cache's (so the checkpoint records it);
+    a precision that differs from the cache's is an error naming both, unless ``allow_mismatch``
+    (``maven-fast eval --allow-compute-dtype-mismatch``: e.g. to measure what a precision change
+    does to a trained model), then a warning."""
+    from maven_fast.encoders.precision import recorded_compute_dtype
+
+    have = recorded_compute_dtype((settings or {}).get("compute_dtype"))
+    want = model_cfg.encoders.compute_dtype
+    if want == "cache":
+        model_cfg.encoders.compute_dtype = have
+    elif want != have and allow_mismatch:
+        import warnings
+
+        warnings.warn(f"the feature cache {cache} was made at {have}, the model's features at {want} "
+                      "(mismatch allowed)", UserWarning, stacklevel=3)
+    elif want != have:
+        raise ConfigError(
+            f"model.encoders.compute_dtype: the config says {want!r} but the feature cache {cache} was made "
+            f"with the encoders computing in {have!r}; set model.encoders.compute_dtype={have} (or 'cache'), "
+            f"or re-extract the cache with --compute-dtype {want} (maven-fast eval: --allow-compute-dtype-mismatch "
+            "accepts it)"
+        )
 
 
 def check_cache_matches(signature: dict, model_cfg: MavenConfig, cache: str | Path) -> None:
@@ -107,8 +134,11 @@ def _check_weight_shapes(model_cfg: MavenConfig, weights: Path) -> None:
 
 def evaluate_checkpoint(checkpoint: str | Path, cache: str | Path, split: str = "val",
                         backend: str = "auto", batch_size: int = 8, submission: str | Path | None = None,
-                        frame_list: str | Path | None = None) -> dict[str, float]:
-    """Per-frame CCC_v, CCC_a and P of a checkpoint on a cached split; optionally an ABAW submission."""
+                        frame_list: str | Path | None = None,
+                        allow_compute_dtype_mismatch: bool = False) -> dict[str, float]:
+    """Per-frame CCC_v, CCC_a and P of a checkpoint on a cached split; optionally an ABAW submission.
+    A cache made at another encoder precision than the checkpoint's training cache is refused
+    unless ``allow_compute_dtype_mismatch``."""
     from torch.utils.data import DataLoader
 
     from maven_fast.data import collate_segments
@@ -116,7 +146,8 @@ def evaluate_checkpoint(checkpoint: str | Path, cache: str | Path, split: str = 
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, _ = load_trained_model(checkpoint, backend, device)
-    ds = open_split(cache, split, cfg.model, cfg.data.max_frames, cfg.data.mask_missing_images)
+    ds = open_split(cache, split, cfg.model, cfg.data.max_frames, cfg.data.mask_missing_images,
+                    allow_compute_dtype_mismatch)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_segments)
     collect: list | None = [] if submission else None
     metrics = evaluate(model, loader, device, collect=collect)
