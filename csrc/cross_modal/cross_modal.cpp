@@ -228,6 +228,27 @@ StridedSeq seq(const at::Tensor& t, int64_t T, int64_t col, int64_t sh) {
 
 // Coefficient of b_v in an absorbed pathway's output rows: psum of head h
 // (attention dropout), else 1 where the item has keys and 0 where it has none.
+// An uninitialised buffer of the op (the device's allocator, e.g. the CPU
+// ops' caching pool; at::empty when the device has none).
+at::Tensor new_buffer(const Kernels& kern, at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  return kern.empty ? kern.empty(sizes, opts) : at::empty(sizes, opts);
+}
+
+// out = beta out + alpha a b (+ bias on every row; beta 0 or 1): the device's
+// GEMM (the CPU ops' skinny kernels for few rows, common/skinny_gemm.h), else ATen.
+void gemm(const Kernels& kern, const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+          double beta = 0.0, double alpha = 1.0, const at::Tensor& bias = {}) {
+  if (kern.gemm) return kern.gemm(out, a, b, beta, alpha, bias);
+  at::Tensor o = out;
+  if (bias.defined()) {
+    at::addmm_out(o, bias, a, b, 1.0, alpha);
+  } else if (beta != 0.0 || alpha != 1.0) {
+    at::addmm_out(o, out, a, b, beta, alpha);
+  } else {
+    at::mm_out(o, a, b);
+  }
+}
+
 at::Tensor bias_coef(const Plan& P, const at::Tensor& psum, const at::Tensor& key_len, int64_t tx,
                      int64_t h, const at::TensorOptions& opts) {
   if (psum.defined()) return psum.select(1, h).reshape({-1, 1}).to(opts.dtype());
@@ -282,18 +303,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   for (int m = 0; m < kNumModalities; ++m) {
     xf[m] = a.x[m].view({B * P.t[m], D});
     const auto slots = slots_of(P, m);
-    Y[m] = at::empty({B * P.t[m], P.n_in[m] * D}, opts);
+    Y[m] = new_buffer(kern, {B * P.t[m], P.n_in[m] * D}, opts);
     for (size_t s = 0; s < slots.size(); ++s) {
       const auto [p, part] = slots[s];
       at::Tensor out = Y[m].narrow(1, s * D, D);
-      at::addmm_out(out, a.in_b[p].narrow(0, part * D, D), xf[m], in_rows(a, p, part, D).t());
+      gemm(kern, out, xf[m], in_rows(a, p, part, D).t(), 0.0, 1.0, a.in_b[p].narrow(0, part * D, D));
     }
     if (!slots.empty()) saved[kY + m] = Y[m];
   }
 
   // 2. Attention outputs (row pathways) and absorbed queries.
   std::array<at::Tensor, kNumModalities> O;
-  for (int m = 0; m < kNumModalities; ++m) O[m] = at::empty({B * P.t[m], P.n_out[m] * D}, opts);
+  for (int m = 0; m < kNumModalities; ++m) O[m] = new_buffer(kern, {B * P.t[m], P.n_out[m] * D}, opts);
   std::vector<AttentionProblem> problems;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   for (int p = 0; p < kNumPathways; ++p) {
@@ -307,7 +328,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
     ap.tq = tx;
     ap.tk = ty;
     ap.key_len = a.len[y].data_ptr<int64_t>();
-    at::Tensor lse = at::empty({B, H, tx}, acc_opts);
+    at::Tensor lse = new_buffer(kern, {B, H, tx}, acc_opts);
     ap.lse = lse.data_ptr();
     saved[kLse + p] = lse;
     if (P.mode[p] == kGeneral) {
@@ -318,14 +339,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       ap.v = seq(Y[y], ty, P.v_slot[p] * D, hd);
       ap.o = seq(O[x], tx, P.o_slot[p] * D, hd);
     } else {  // absorbed: qt_h = Q_h W_k,h / sqrt(d_h), K = V = x_y shared by the heads
-      at::Tensor qt = at::empty({B * tx, H * D}, opts);
+      at::Tensor qt = new_buffer(kern, {B * tx, H * D}, opts);
       for (int64_t h = 0; h < H; ++h) {
         at::Tensor qh = Y[x].narrow(1, P.q_slot[p] * D + h * hd, hd);
         at::Tensor wk = a.in_w[p].narrow(0, D + h * hd, hd);
         at::Tensor out = qt.narrow(1, h * D, D);
-        at::addmm_out(out, out, qh, wk, /*beta=*/0, /*alpha=*/scale);
+        gemm(kern, out, qh, wk, /*beta=*/0.0, /*alpha=*/scale);
       }
-      at::Tensor z = at::empty({B * tx, H * D}, opts);
+      at::Tensor z = new_buffer(kern, {B * tx, H * D}, opts);
       ap.dk = ap.dv = D;
       ap.scale = 1.0;
       ap.q = seq(qt, tx, 0, D);
@@ -334,7 +355,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       saved[kQt + p] = qt;
       saved[kZ + p] = z;
       if (P.attn_p > 0.0) {
-        at::Tensor psum = at::empty({B, H, tx}, acc_opts);
+        at::Tensor psum = new_buffer(kern, {B, H, tx}, acc_opts);
         ap.psum = psum.data_ptr();
         saved[kPsum + p] = psum;
       }
@@ -351,9 +372,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
     for (int64_t h = 0; h < H; ++h) {
       at::Tensor out = O[x].narrow(1, P.o_slot[p] * D + h * hd, hd);
       at::Tensor wv = a.in_w[p].narrow(0, 2 * D + h * hd, hd);
-      at::mm_out(out, z.narrow(1, h * D, D), wv.t());
+      gemm(kern, out, z.narrow(1, h * D, D), wv.t());
       const at::Tensor coef = bias_coef(P, saved[kPsum + p], a.len[y], P.t[x], h, opts);
-      at::addmm_out(out, out, coef, a.in_b[p].narrow(0, 2 * D + h * hd, hd).view({1, hd}));
+      gemm(kern, out, coef, a.in_b[p].narrow(0, 2 * D + h * hd, hd).view({1, hd}), 1.0);
     }
   }
 
@@ -382,8 +403,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       for (int p = 0; p < kNumPathways; ++p) {
         if (kQueryModality[p] != m || P.o_slot[p] < 0) continue;
         const at::Tensor o = O[m].narrow(1, P.o_slot[p] * D, D);
-        rows[m] = rows[m].defined() ? rows[m].addmm_(o, a.out_w[p].t())
-                                    : at::addmm(bsum, o, a.out_w[p].t());
+        if (rows[m].defined()) {
+          gemm(kern, rows[m], o, a.out_w[p].t(), 1.0);
+        } else {
+          rows[m] = new_buffer(kern, {B * P.t[m], D}, opts);
+          gemm(kern, rows[m], o, a.out_w[p].t(), 0.0, 1.0, bsum);
+        }
       }
       M.rows = rows[m].data_ptr();
       saved[kO + m] = O[m];
@@ -396,14 +421,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       CombineModality::ItemTerm it;
       it.pathway = p;
       if (P.attn_p > 0.0) {
-        c = at::empty({B, H, D}, opts);
+        c = new_buffer(kern, {B, H, D}, opts);
         for (int64_t h = 0; h < H; ++h) {
           at::Tensor out = c.select(1, h);
-          at::mm_out(out, v.narrow(1, h * hd, hd), a.out_w[p].narrow(1, h * hd, hd).t());
+          gemm(kern, out, v.narrow(1, h * hd, hd), a.out_w[p].narrow(1, h * hd, hd).t());
         }
         it.heads = H;
       } else {
-        c = at::mm(v, a.out_w[p].t());
+        c = new_buffer(kern, {B, D}, opts);
+        gemm(kern, c, v, a.out_w[p].t());
         it.heads = 1;
       }
       keep_alive.push_back(c);
@@ -412,9 +438,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       it.bias = a.out_b[p].data_ptr();
       M.items.push_back(it);
     }
-    u[m] = at::empty({B, P.t[m], D}, opts);
-    stats[m] = at::empty({B * P.t[m], 2}, acc_opts);
-    y[m] = at::empty({B, P.t[m], D}, opts);
+    u[m] = new_buffer(kern, {B, P.t[m], D}, opts);
+    stats[m] = new_buffer(kern, {B * P.t[m], 2}, acc_opts);
+    y[m] = new_buffer(kern, {B, P.t[m], D}, opts);
     M.u = u[m].data_ptr();
     M.stats = stats[m].data_ptr();
     M.y = y[m].data_ptr();
@@ -451,7 +477,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   for (int i = 0, j = 0; i < kNumSaved; ++i)
     if (present[i]) saved[i] = saved_list[j++];
   for (int m = 0; m < kNumModalities; ++m)
-    if (!saved[kY + m].defined()) saved[kY + m] = at::empty({B * P.t[m], 0}, opts);
+    if (!saved[kY + m].defined()) saved[kY + m] = new_buffer(kern, {B * P.t[m], 0}, opts);
   for (int m = 0; m < kNumModalities; ++m) {
     TORCH_CHECK(grad[m].sizes() == a.x[m].sizes(), op, ": the gradient of the ",
                 kModalityName[m], " output must have shape ", a.x[m].sizes(), ", got ",
@@ -476,9 +502,9 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   std::vector<at::Tensor> g_in_w(kNumPathways), g_in_b(kNumPathways), g_out_w(kNumPathways),
       g_out_b(kNumPathways);
   for (int p = 0; p < kNumPathways; ++p) {
-    g_in_w[p] = at::empty({3 * D, D}, opts);
-    g_in_b[p] = at::empty({3 * D}, opts);
-    g_out_w[p] = at::empty({D, D}, opts);
+    g_in_w[p] = new_buffer(kern, {3 * D, D}, opts);
+    g_in_b[p] = new_buffer(kern, {3 * D}, opts);
+    g_out_w[p] = new_buffer(kern, {D, D}, opts);
   }
 
   // 1. Combine backward: gradient of the pre-/3 sum, of the item terms, of LN.
@@ -488,7 +514,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   cp.eps = a.ln_eps;
   cp.attn_dropout = attn_drop;
   cp.out_dropout = out_drop;
-  at::Tensor g_ln_w = at::empty({D}, acc_opts), g_ln_b = at::empty({D}, acc_opts);
+  at::Tensor g_ln_w = new_buffer(kern, {D}, acc_opts), g_ln_b = new_buffer(kern, {D}, acc_opts);
   cp.grad_ln_weight = g_ln_w.data_ptr();
   cp.grad_ln_bias = g_ln_b.data_ptr();
   std::array<at::Tensor, kNumModalities> gsum, gbias_rows;
@@ -502,8 +528,8 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     M.u = saved[kU + m].data_ptr();
     M.stats = saved[kStats + m].data_ptr();
     M.grad_y = grad[m].data_ptr();
-    gsum[m] = at::empty({B * P.t[m], D}, opts);
-    gbias_rows[m] = at::empty({D}, acc_opts);
+    gsum[m] = new_buffer(kern, {B * P.t[m], D}, opts);
+    gbias_rows[m] = new_buffer(kern, {D}, acc_opts);
     M.grad_sum = gsum[m].data_ptr();
     M.grad_bias_rows = gbias_rows[m].data_ptr();
     for (int p = 0; p < kNumPathways; ++p) {
@@ -513,7 +539,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
       it.heads = P.attn_p > 0.0 ? H : 1;
       it.key_len = a.len[kKeyModality[p]].data_ptr<int64_t>();
       it.bias = a.out_b[p].data_ptr();
-      at::Tensor gc = at::empty({B, it.heads, D}, opts);
+      at::Tensor gc = new_buffer(kern, {B, it.heads, D}, opts);
       M.items.push_back(it);
       M.grad_c.push_back(gc.data_ptr());
       gitems[m].emplace_back(p, gc);
@@ -525,7 +551,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
 
   // Gradients of the input projections' outputs; every slot is written below.
   std::array<at::Tensor, kNumModalities> dY;
-  for (int m = 0; m < kNumModalities; ++m) dY[m] = at::empty_like(Y[m]);
+  for (int m = 0; m < kNumModalities; ++m) dY[m] = new_buffer(kern, Y[m].sizes(), opts);
 
   // 2. Key-length-1 pathways: c_h = V_h W_o,h^T per item.
   for (int m = 0; m < kNumModalities; ++m) {
@@ -535,15 +561,15 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
       at::Tensor dv = dY[ky].narrow(1, P.v_slot[p] * D, D);
       if (gc.size(1) == 1) {
         const at::Tensor g = gc.select(1, 0);
-        at::mm_out(dv, g, a.out_w[p]);
-        at::mm_out(g_out_w[p], g.t(), v);
+        gemm(kern, dv, g, a.out_w[p]);
+        gemm(kern, g_out_w[p], g.t(), v);
       } else {
         for (int64_t h = 0; h < H; ++h) {
           const at::Tensor g = gc.select(1, h);
           at::Tensor dvh = dv.narrow(1, h * hd, hd);
-          at::mm_out(dvh, g, a.out_w[p].narrow(1, h * hd, hd));
+          gemm(kern, dvh, g, a.out_w[p].narrow(1, h * hd, hd));
           at::Tensor gw = g_out_w[p].narrow(1, h * hd, hd);
-          at::mm_out(gw, g.t(), v.narrow(1, h * hd, hd));
+          gemm(kern, gw, g.t(), v.narrow(1, h * hd, hd));
         }
       }
     }
@@ -553,12 +579,12 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   std::array<at::Tensor, kNumModalities> dO;
   for (int m = 0; m < kNumModalities; ++m) {
     if (P.n_out[m] == 0) continue;
-    dO[m] = at::empty({B * P.t[m], P.n_out[m] * D}, opts);
+    dO[m] = new_buffer(kern, {B * P.t[m], P.n_out[m] * D}, opts);
     for (int p = 0; p < kNumPathways; ++p) {
       if (kQueryModality[p] != m || P.o_slot[p] < 0) continue;
       at::Tensor dop = dO[m].narrow(1, P.o_slot[p] * D, D);
-      at::mm_out(dop, gsum[m], a.out_w[p]);
-      at::mm_out(g_out_w[p], gsum[m].t(), saved[kO + m].narrow(1, P.o_slot[p] * D, D));
+      gemm(kern, dop, gsum[m], a.out_w[p]);
+      gemm(kern, g_out_w[p], gsum[m].t(), saved[kO + m].narrow(1, P.o_slot[p] * D, D));
     }
   }
 
@@ -571,14 +597,14 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     const int64_t tx = P.t[x];
     const at::Tensor& z = saved[kZ + p];
     const at::Tensor& psum = saved[kPsum + p];
-    dz[p] = at::empty({B * tx, H * D}, opts);
-    if (psum.defined()) dpsum[p] = at::empty({B, H, tx}, acc_opts);
+    dz[p] = new_buffer(kern, {B * tx, H * D}, opts);
+    if (psum.defined()) dpsum[p] = new_buffer(kern, {B, H, tx}, acc_opts);
     for (int64_t h = 0; h < H; ++h) {
       const at::Tensor doh = dO[x].narrow(1, P.o_slot[p] * D + h * hd, hd);
       at::Tensor dzh = dz[p].narrow(1, h * D, D);
-      at::mm_out(dzh, doh, a.in_w[p].narrow(0, 2 * D + h * hd, hd));
+      gemm(kern, dzh, doh, a.in_w[p].narrow(0, 2 * D + h * hd, hd));
       at::Tensor gwv = g_in_w[p].narrow(0, 2 * D + h * hd, hd);
-      at::mm_out(gwv, doh.t(), z.narrow(1, h * D, D));
+      gemm(kern, gwv, doh.t(), z.narrow(1, h * D, D));
       const at::Tensor coef = bias_coef(P, psum, a.len[y], tx, h, opts);
       g_in_b[p].narrow(0, 2 * D + h * hd, hd).copy_(at::mm(coef.t(), doh).view({hd}));
       if (psum.defined()) {
@@ -588,7 +614,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     }
     // K bias: softmax is invariant to the per-row constant q . b_k.
     g_in_b[p].narrow(0, D, D).zero_();
-    dqt[p] = at::empty({B * tx, H * D}, opts);
+    dqt[p] = new_buffer(kern, {B * tx, H * D}, opts);
   }
 
   // 5. ONE attention backward for every general and absorbed pathway.
@@ -643,9 +669,9 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     for (int64_t h = 0; h < H; ++h) {
       const at::Tensor dqth = dqt[p].narrow(1, h * D, D);
       at::Tensor dq = dY[x].narrow(1, P.q_slot[p] * D + h * hd, hd);
-      at::addmm_out(dq, dq, dqth, a.in_w[p].narrow(0, D + h * hd, hd).t(), 0, scale);
+      gemm(kern, dq, dqth, a.in_w[p].narrow(0, D + h * hd, hd).t(), 0.0, scale);
       at::Tensor gwk = g_in_w[p].narrow(0, D + h * hd, hd);
-      at::addmm_out(gwk, gwk, Y[x].narrow(1, P.q_slot[p] * D + h * hd, hd).t(), dqth, 0, scale);
+      gemm(kern, gwk, Y[x].narrow(1, P.q_slot[p] * D + h * hd, hd).t(), dqth, 0.0, scale);
     }
   }
 
@@ -660,9 +686,9 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
       for (size_t s = 0; s < slots.size(); ++s) {
         const auto [p, part] = slots[s];
         const at::Tensor dys = dY[m].narrow(1, s * D, D);
-        gsum[m].addmm_(dys, in_rows(a, p, part, D));
+        gemm(kern, gsum[m], dys, in_rows(a, p, part, D), 1.0);
         at::Tensor gw = g_in_w[p].narrow(0, part * D, D);
-        at::mm_out(gw, dys.t(), xf[m]);
+        gemm(kern, gw, dys.t(), xf[m]);
         g_in_b[p].narrow(0, part * D, D).copy_(db.narrow(0, s * D, D));
       }
     }

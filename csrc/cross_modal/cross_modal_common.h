@@ -20,6 +20,14 @@ struct Kernels {
   void (*attention_backward)(at::ScalarType, const std::vector<AttentionProblem>&, const DropoutParams&);
   void (*combine_forward)(at::ScalarType, const CombineParams&);
   void (*combine_backward)(at::ScalarType, const CombineParams&);
+  // Optional: allocates the op's buffers and outputs (null: at::empty). The
+  // CPU ops use a caching pool (common/cpu_pool.h).
+  at::Tensor (*empty)(at::IntArrayRef sizes, const at::TensorOptions& opts) = nullptr;
+  // Optional: out = beta out + alpha a b (+ bias on every row), beta 0 or 1, as
+  // at::addmm_out (null: ATen). The CPU ops run few-row GEMMs on their own
+  // kernels (common/skinny_gemm.h).
+  void (*gemm)(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta,
+               double alpha, const at::Tensor& bias) = nullptr;
 };
 
 // The op arguments, as the schema in registration.cpp lists them.

@@ -6,6 +6,8 @@
 
 #include <mutex>
 
+#include "common/cpu_pool.h"
+#include "common/skinny_gemm.h"
 #include "cross_modal/cross_modal_common.h"
 
 namespace maven_fast {
@@ -30,6 +32,8 @@ struct Cpu {
         [](at::ScalarType t, const CombineParams& c) {
           MAVEN_FAST_CPU_DISPATCH(cross_modal_combine_backward_cpu_kernel, t, c);
         },
+        &cpu_pool_empty,
+        &cpu_gemm,
     };
     return k;
   }
