@@ -2,6 +2,7 @@
 // shared orchestration (cross_modal.cpp) with the CPU kernels, per CPU capability.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
 #include <mutex>
@@ -55,7 +56,10 @@ struct Cpu {
     };
     return k;
   }
-  static int enter(const char*, cross_modal::BlockArgs&) { return 0; }  // nothing to set up
+  // The op runs below autograd: its internal views (narrow/select of the
+  // parameters and buffers, dozens per call) skip the ADInplaceOrView kernel
+  // and its view bookkeeping, a measurable share of the host time at small shapes.
+  static at::AutoDispatchBelowADInplaceOrView enter(const char*, cross_modal::BlockArgs&) { return {}; }
 
   // Read in place (the op's checks put it on the CPU: on the inputs' device).
   static cross_modal::RngSource rng_from_tensor(const at::Tensor& rng) {
