@@ -188,9 +188,13 @@ def status(table: Table, target: str, case: str, requirement: str = "") -> list:
 def test_targets_met_not_met_and_not_measured():
     step = SuiteResult("train_step", Section("t"), [
         meas("train_step", "reference_mlp", "train step", "eager", "eager", 300.0, 300.0),
-        meas("train_step", "reference_mlp", "train step", "maven_fast cpu", "fused", 200.0, 300.0)])
+        meas("train_step", "reference_mlp", "train step", "maven_fast cpu", "fused", 200.0, 300.0),
+        meas("train_step", "paper", "train step", "eager", "eager", 1000.0, 1000.0),
+        meas("train_step", "paper", "train step bf16", "maven_fast cpu bf16", "fused", 400.0, 1000.0)])
     acc = SuiteResult("accuracy", Section("a"), extra={"P": {("reference_mlp", "eager"): 0.70,
                                                              ("reference_mlp", "cpu"): 0.705,
+                                                             ("reference_mlp", "eager bf16"): 0.699,
+                                                             ("reference_mlp", "cpu bf16"): 0.72,
                                                              ("paper", "eager"): 0.6}},
                       skipped=[Skipped("paper, maven_fast cpu", "the op is missing")])
     table = spec6_targets({"cross_modal": cross_result(include_large=False), "train_step": step, "accuracy": acc},
@@ -204,9 +208,14 @@ def test_targets_met_not_met_and_not_measured():
     assert status(table, "cross-modal", "paper (256, 400, 64)", "faster")[-1].startswith("not measured (case")
     train = status(table, "training step", "reference_mlp")
     assert train[-1] == "not met" and "1.50x" in train[3]
-    assert status(table, "training accuracy", "reference_mlp")[-1] == "met"
+    assert status(table, "training accuracy", "reference_mlp")[-1] == "met"   # the bf16 runs are not fp32's fused
     assert status(table, "training accuracy", "paper")[-1] == \
         "not measured (no fused backend could train the model: the op is missing)"
+    bf16 = status(table, "bf16 training accuracy", "reference_mlp")
+    assert bf16[-1] == "not met" and "0.015" in bf16[3] and "cpu bf16 vs cpu fp32" in bf16[3]
+    assert status(table, "bf16 training accuracy", "paper")[-1].startswith("not measured (no bf16 training")
+    step_bf16 = status(table, "training step", "paper", "bf16")
+    assert step_bf16[-1] == "met" and "2.50x" in step_bf16[3]
 
 
 def test_targets_not_measured_reasons():
@@ -286,6 +295,23 @@ def test_wrong_train_step_variant_fails_before_timing(no_timing):
                                         extra_variants=[train_step_suite.StepVariant("wrong but fast", "fused", wrong)])
 
 
+def test_wrong_bf16_train_step_variant_fails_before_timing(no_timing):
+    # A bf16 variant is held to 2x eager bf16's error: a 3% error in the loss (far above bf16's rounding
+    # at this size) must stop the run.
+    def wrong(cfg, state, device):
+        model = train_step_suite._model(cfg, state, device)
+
+        def forward(**kw):
+            out = model(**kw)
+            out.loss = out.loss * 1.03
+            return out
+        return model, forward
+    with pytest.raises(VariantMismatch, match="wrong but fast bf16: loss relative RMS error"):
+        train_step_suite.run_train_step(
+            "cpu", ("reference_mlp",), rounds=1, include_compile=False, batch=2, config_for=tiny_config,
+            extra_variants=[train_step_suite.StepVariant("wrong but fast bf16", "fused", wrong, torch.bfloat16)])
+
+
 def test_wrong_cross_modal_variant_fails_before_timing(no_timing):
     def wrong(module):
         def block(*args):
@@ -303,7 +329,11 @@ def test_train_step_suite_runs_on_a_tiny_model():
     (table,) = result.section.tables
     ran = {(r[0], r[1]) for r in table.rows}
     assert {("reference_mlp", "eager"), ("paper", "eager")} <= ran
-    assert all(v == "eager" or v.startswith("maven_fast ") for _, v in ran)   # fused rows passed their check
+    assert all(v in ("eager", "eager bf16") or v.startswith("maven_fast ") for _, v in ran)  # fused rows passed
+    assert {("reference_mlp", "eager bf16"), ("reference_mlp", "maven_fast cpu bf16")} <= ran
+    precision = table.header.index("precision")
+    assert {r[1]: r[precision] for r in table.rows if r[0] == "paper"}["maven_fast cpu bf16"] == "bf16"
+    assert {m.pass_name for m in result.measurements} == {"train step", "train step bf16"}
     assert {m.case for m in result.measurements} == {"reference_mlp", "paper"}
     assert any("torch.compile(eager)" == s.variant for s in result.skipped)
     speedup = table.header.index("speed-up vs eager")
@@ -356,7 +386,9 @@ def test_accuracy_reports_eager_and_says_when_no_fused_backend_runs():
     fused_rows = [r for r in table.rows if r[1] != "eager"]
     if not fused_rows:
         assert any("No fused backend can train the model" in n for n in table.notes)
-    assert ("reference_mlp", "eager") in result.extra["P"]
+    assert ("reference_mlp", "eager") in result.extra["P"] and ("reference_mlp", "eager bf16") in result.extra["P"]
+    precision = table.header.index("precision")
+    assert {r[precision] for r in table.rows} == {"fp32", "bf16"}
 
 
 def test_bench_help():

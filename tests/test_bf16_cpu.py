@@ -109,3 +109,33 @@ def test_model_bf16_autocast_per_preset(preset):
     for name in ref_grads:
         assert fused_grads[name].dtype == torch.float32  # parameters stay fp32 under autocast
         check_rule(name, fused_grads[name], eager_grads[name], ref_grads[name])
+
+
+# --------------------------------------------------------------------------- run.autocast=auto
+def test_autocast_auto_follows_native_bf16(monkeypatch):
+    import maven_fast.backends as backends
+    from maven_fast.train.config import TrainConfig
+    from maven_fast.train.trainer import _autocast_dtype
+
+    cfg = TrainConfig()
+    assert cfg.run.autocast == "auto"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: False)
+    assert _autocast_dtype(cfg, cpu) is None            # emulated bf16 is slower than fp32
+    assert _autocast_dtype(cfg, cuda) == torch.bfloat16
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: True)
+    assert _autocast_dtype(cfg, cpu) == torch.bfloat16  # AVX512-BF16 / AMX
+    cfg.run.autocast = "none"
+    assert _autocast_dtype(cfg, cpu) is None
+    cfg.run.autocast = "bf16"
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: False)
+    assert _autocast_dtype(cfg, cpu) == torch.bfloat16  # asked for explicitly
+
+
+def test_cpu_native_bf16_reads_the_cpu():
+    from maven_fast.backends import cpu_native_bf16
+
+    flags = torch._C._cpu._get_cpu_capability() if hasattr(torch._C._cpu, "_get_cpu_capability") else None
+    if not isinstance(flags, dict) or "avx512_bf16" not in flags:
+        pytest.skip("this torch does not report the CPU's flags")
+    assert cpu_native_bf16() == bool(flags["avx512_bf16"] or flags.get("amx_tile") or flags.get("amx_bf16"))

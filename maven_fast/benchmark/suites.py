@@ -80,7 +80,8 @@ def _train_step(o: BenchOptions, rates: Rates) -> SuiteResult:
 
     presets = ("reference_mlp",) if o.quick else ("reference_mlp", "paper")
     return train_step_suite.run_train_step(o.device, presets, rounds=3 if o.quick else 7,
-                                           gemm_gflops=rates["gemm_fp32"][0], include_compile=not o.quick)
+                                           gemm_gflops=rates["gemm_fp32"][0], include_compile=not o.quick,
+                                           gemm_bf16_gflops=rates["gemm_bf16"][0])
 
 
 def _accuracy_unavailable() -> str | None:
