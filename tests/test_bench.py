@@ -407,3 +407,22 @@ def test_bench_scripts_help(script):
     assert out.returncode == 0, out.stderr
     for flag in ("--device", "--quick", "--out"):
         assert flag in out.stdout
+
+
+def test_load_guard_discards_rounds_with_other_load(monkeypatch):
+    from maven_fast.benchmark import timing
+
+    guard = timing.LoadGuard(0.1, max_wait_s=5.0)
+    if guard.threshold is None:
+        pytest.skip("no /proc/stat here")
+    loads = iter([0.5, 0.0, 0.0, 0.3, 0.0])  # other processes' share during each attempted round
+    monkeypatch.setattr(guard, "others", lambda start: next(loads))
+    monkeypatch.setattr(guard, "wait_quiet", lambda span_s=1.0: True)
+    monkeypatch.setattr(timing, "_GUARD", guard)
+    calls = []
+    t = timing.time_interleaved({"a": lambda: calls.append(1)}, "cpu", rounds=3, warmup=0, min_round_ms=0.0)
+    assert len(t["a"].samples_ms) == 3 and guard.discarded == 2 and guard.rounds == 3 and guard.loaded == 0
+    assert "2 discarded" in timing.load_summary()
+    monkeypatch.setattr(guard, "wait_quiet", lambda span_s=1.0: False)  # never quiet: kept, counted as loaded
+    timing.time_interleaved({"a": lambda: None}, "cpu", rounds=2, warmup=0, min_round_ms=0.0)
+    assert guard.loaded == 2

@@ -160,6 +160,10 @@ def run_benchmarks(options: BenchOptions) -> tuple[Path, Path, Path | None]:
                         f"maven_fast speed-up vs eager ({options.device}, {machine['date']})")
     sections = [Section("SPEC 6 targets", targets), machine_section(rates)] + [r.section for r in results.values()]
     title = f"maven_fast benchmark ({options.device}{', quick' if options.quick else ''})"
-    md, csv_path = write_sections_report(options.out, stem, title, machine, sections, METHOD_NOTES,
+    from maven_fast.benchmark.timing import load_summary
+
+    guard = load_summary()
+    md, csv_path = write_sections_report(options.out, stem, title, machine, sections,
+                                         METHOD_NOTES + ([guard] if guard else []),
                                          images=[png.name] if png else [])
     return md, csv_path, png
