@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from maven_fast.benchmark import suites as suites_mod
 from maven_fast.benchmark import polar_head_suite, train_step_suite
 from maven_fast.benchmark.accuracy import run_accuracy
-from maven_fast.benchmark.cross_modal_suite import (CASES, BlockVariant, cases_for, flash_block, roofline_percent,
+from maven_fast.benchmark.cross_modal_suite import (CASES, CPU_BF16_CASES, BlockVariant, cases_for, flash_block, roofline_percent,
                                                    run_cross_modal, sdpa_block, unavailable_reason)
 from maven_fast.benchmark.flops import (ABSORBED, GENERAL, KEY_LEN_1, cross_modal_bytes, cross_modal_executed_flops,
                                        cross_modal_flops, maven_forward_flops, maven_step_flops, polar_head_bytes)
@@ -75,7 +75,7 @@ def test_roofline_percent_takes_the_binding_ceiling():
 def test_cases_per_device():
     cpu, gpu = cases_for("cpu"), cases_for("cuda")
     assert "packed (512, 512, 512) bf16" in gpu and "packed (512, 512, 512) bf16" not in cpu
-    assert set(cpu) < set(gpu) and cases_for("cpu", ("paper (64, 64, 32)",)) == ()
+    assert set(cpu) - set(CPU_BF16_CASES) < set(gpu) and cases_for("cpu", ("paper (64, 64, 32)",)) == ()
     assert all(max(CASES[c].steps) <= 64 for c in ("reference_mlp (64, 1, 1)", "paper (64, 64, 32)"))
 
 
@@ -426,3 +426,19 @@ def test_load_guard_discards_rounds_with_other_load(monkeypatch):
     monkeypatch.setattr(guard, "wait_quiet", lambda span_s=1.0: False)  # never quiet: kept, counted as loaded
     timing.time_interleaved({"a": lambda: None}, "cpu", rounds=2, warmup=0, min_round_ms=0.0)
     assert guard.loaded == 2
+
+
+def test_cpu_bf16_block_cases_only_with_native_bf16(monkeypatch):
+    import maven_fast.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: False)
+    assert not set(cases_for("cpu")) & set(CPU_BF16_CASES)
+    result = run_cross_modal("cpu", ("paper (64, 100, 32) bf16",), rounds=1, batch=2, embed=16, include_compile=False)
+    assert not result.measurements and any("left out: paper (64, 100, 32) bf16" in n for n in
+                                           result.section.tables[0].notes)
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: True)
+    assert set(CPU_BF16_CASES) <= set(cases_for("cpu"))
+    result = run_cross_modal("cpu", ("paper (64, 100, 32) bf16",), rounds=1, batch=2, embed=16, include_compile=False,
+                             gemm_gflops=100.0, rates={"gemm_bf16": (200.0, "")})
+    fused = result.find("paper (64, 100, 32) bf16", "forward+backward", kind="fused")
+    assert fused, "the fused block passed its bf16 check and was timed"

@@ -153,7 +153,8 @@ def run_benchmarks(options: BenchOptions) -> tuple[Path, Path, Path | None]:
     rates = measure_machine(options.device)
     results = run_suites(options, rates)
     stem = f"{machine_slug(options.device)}-{machine['date']}" + ("-quick" if options.quick else "")
-    targets = [spec6_targets(results, rates["gemm_fp32"][0], options.device)]
+    targets = [spec6_targets(results, rates["gemm_fp32"][0], options.device, rates["gemm_bf16"][0],
+                             rates["gemm_bf16"][1])]
     targets.insert(0 if options.device == "cuda" else 1, spec6_gpu_targets(results, options.device))
     measurements = [m for r in results.values() for m in r.measurements]
     png = plot_speedups(measurements, Path(options.out) / f"{stem}.png",
