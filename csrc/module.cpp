@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/cpu_capability.h"
+#include "common/cpu_pool.h"
 #ifdef MAVEN_FAST_WITH_CUDA
 #include "cross_modal/cross_modal_cuda.h"
 #endif
@@ -53,4 +54,18 @@ PYBIND11_MODULE(_C, m) {
                            ? "simt" : "auto");
   });
 #endif
+  m.def("cpu_pool_info", [] {
+    const auto i = maven_fast::cpu_pool_info();
+    py::dict d;
+    d["cached_bytes"] = i.cached_bytes;
+    d["in_use_bytes"] = i.in_use_bytes;
+    d["limit_bytes"] = i.limit_bytes;
+    d["hits"] = i.hits;
+    d["misses"] = i.misses;
+    return d;
+  }, "State of the CPU ops' caching allocator (bytes cached and in use, limit, hits, misses).");
+  m.def("cpu_pool_release", &maven_fast::cpu_pool_release,
+        "Returns every cached block of the CPU ops' caching allocator to the system.");
+  m.def("cpu_pool_set_limit", &maven_fast::cpu_pool_set_limit, py::arg("bytes"),
+        "Sets how many bytes the CPU ops' caching allocator may cache (0: none).");
 }

@@ -43,4 +43,12 @@ TORCH_LIBRARY(maven_fast, m) {
       "Tensor[] in_proj_bias, Tensor[] out_proj_weight, Tensor[] out_proj_bias, Tensor ln_weight, "
       "Tensor ln_bias, float ln_eps, int num_heads, int[] modes, float attn_dropout_p, "
       "float dropout_p, bool training, Tensor[] saved) -> Tensor[]");
+
+  // Test entry of the CPU ops' GEMM (csrc/common/skinny_gemm.h): in place,
+  // out = beta * out + alpha * a @ b (+ bias on every row), beta 0 or 1, through
+  // the skinny kernels when the shapes and layouts fit them (require_skinny: else
+  // an error), else ATen.
+  m.def(
+      "_cpu_gemm_(Tensor(a!) out, Tensor a, Tensor b, float beta, float alpha, Tensor? bias, "
+      "bool require_skinny) -> ()");
 }

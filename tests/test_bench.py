@@ -14,8 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from maven_fast.benchmark import suites as suites_mod
 from maven_fast.benchmark import polar_head_suite, train_step_suite
-from maven_fast.benchmark.accuracy import run_accuracy
-from maven_fast.benchmark.cross_modal_suite import (CASES, BlockVariant, cases_for, flash_block, roofline_percent,
+from maven_fast.benchmark.accuracy import run_accuracy, run_key
+from maven_fast.benchmark.cross_modal_suite import (CASES, CPU_BF16_CASES, BlockVariant, cases_for, flash_block, roofline_percent,
                                                    run_cross_modal, sdpa_block, unavailable_reason)
 from maven_fast.benchmark.flops import (ABSORBED, GENERAL, KEY_LEN_1, cross_modal_bytes, cross_modal_executed_flops,
                                        cross_modal_flops, maven_forward_flops, maven_step_flops, polar_head_bytes)
@@ -76,7 +76,7 @@ def test_roofline_percent_takes_the_binding_ceiling():
 def test_cases_per_device():
     cpu, gpu = cases_for("cpu"), cases_for("cuda")
     assert "packed (512, 512, 512) bf16" in gpu and "packed (512, 512, 512) bf16" not in cpu
-    assert set(cpu) < set(gpu) and cases_for("cpu", ("paper (64, 64, 32)",)) == ()
+    assert set(cpu) - set(CPU_BF16_CASES) < set(gpu) and cases_for("cpu", ("paper (64, 64, 32)",)) == ()
     assert all(max(CASES[c].steps) <= 64 for c in ("reference_mlp (64, 1, 1)", "paper (64, 64, 32)"))
 
 
@@ -186,9 +186,13 @@ def status(table: Table, target: str, case: str, requirement: str = "") -> list:
 def test_targets_met_not_met_and_not_measured():
     step = SuiteResult("train_step", Section("t"), [
         meas("train_step", "reference_mlp", "train step", "eager", "eager", 300.0, 300.0),
-        meas("train_step", "reference_mlp", "train step", "maven_fast cpu", "fused", 200.0, 300.0)])
+        meas("train_step", "reference_mlp", "train step", "maven_fast cpu", "fused", 200.0, 300.0),
+        meas("train_step", "paper", "train step", "eager", "eager", 1000.0, 1000.0),
+        meas("train_step", "paper", "train step bf16", "maven_fast cpu bf16", "fused", 400.0, 1000.0)])
     acc = SuiteResult("accuracy", Section("a"), extra={"P": {("reference_mlp", "eager"): 0.70,
                                                              ("reference_mlp", "cpu"): 0.705,
+                                                             ("reference_mlp", "eager bf16"): 0.699,
+                                                             ("reference_mlp", "cpu bf16"): 0.72,
                                                              ("paper", "eager"): 0.6}},
                       skipped=[Skipped("paper, maven_fast cpu", "the op is missing")])
     table = spec6_targets({"cross_modal": cross_result(include_large=False), "train_step": step, "accuracy": acc},
@@ -202,9 +206,14 @@ def test_targets_met_not_met_and_not_measured():
     assert status(table, "cross-modal", "paper (256, 400, 64)", "faster")[-1].startswith("not measured (case")
     train = status(table, "training step", "reference_mlp")
     assert train[-1] == "not met" and "1.50x" in train[3]
-    assert status(table, "training accuracy", "reference_mlp")[-1] == "met"
+    assert status(table, "training accuracy", "reference_mlp")[-1] == "met"   # the bf16 runs are not fp32's fused
     assert status(table, "training accuracy", "paper")[-1] == \
         "not measured (no fused backend could train the model: the op is missing)"
+    bf16 = status(table, "bf16 training accuracy", "reference_mlp")
+    assert bf16[-1] == "not met" and "0.015" in bf16[3] and "cpu bf16 vs cpu fp32" in bf16[3]
+    assert status(table, "bf16 training accuracy", "paper")[-1].startswith("not measured (no bf16 training")
+    step_bf16 = status(table, "training step", "paper", "bf16")
+    assert step_bf16[-1] == "met" and "2.50x" in step_bf16[3]
 
 
 def test_targets_not_measured_reasons():
@@ -284,6 +293,23 @@ def test_wrong_train_step_variant_fails_before_timing(no_timing):
                                         extra_variants=[train_step_suite.StepVariant("wrong but fast", "fused", wrong)])
 
 
+def test_wrong_bf16_train_step_variant_fails_before_timing(no_timing):
+    # A bf16 variant is held to 2x eager bf16's error: a 3% error in the loss (far above bf16's rounding
+    # at this size) must stop the run.
+    def wrong(cfg, state, device):
+        model = train_step_suite._model(cfg, state, device)
+
+        def forward(**kw):
+            out = model(**kw)
+            out.loss = out.loss * 1.03
+            return out
+        return model, forward
+    with pytest.raises(VariantMismatch, match="wrong but fast bf16: loss relative RMS error"):
+        train_step_suite.run_train_step(
+            "cpu", ("reference_mlp",), rounds=1, include_compile=False, batch=2, config_for=tiny_config,
+            extra_variants=[train_step_suite.StepVariant("wrong but fast bf16", "fused", wrong, torch.bfloat16)])
+
+
 def test_wrong_cross_modal_variant_fails_before_timing(no_timing):
     def wrong(module):
         def block(*args):
@@ -301,8 +327,12 @@ def test_train_step_suite_runs_on_a_tiny_model():
     (table,) = result.section.tables
     ran = {(r[0], r[1]) for r in table.rows}
     assert {("reference_mlp", "eager"), ("paper", "eager")} <= ran
-    assert all(v == "eager" or v.startswith("maven_fast ") for _, v in ran)   # fused rows passed their check
+    assert all(v in ("eager", "eager bf16") or v.startswith("maven_fast ") for _, v in ran)  # fused rows passed
     assert {("reference_mlp", "maven_fast cpu"), ("paper", "maven_fast cpu")} <= ran  # the fused model ran
+    assert {("reference_mlp", "eager bf16"), ("reference_mlp", "maven_fast cpu bf16")} <= ran
+    precision = table.header.index("precision")
+    assert {r[1]: r[precision] for r in table.rows if r[0] == "paper"}["maven_fast cpu bf16"] == "bf16"
+    assert {m.pass_name for m in result.measurements} == {"train step", "train step bf16"}
     assert {m.case for m in result.measurements} == {"reference_mlp", "paper"}
     assert any("torch.compile(eager)" == s.variant for s in result.skipped)
     speedup = table.header.index("speed-up vs eager")
@@ -365,18 +395,25 @@ def test_accuracy_compares_fused_and_eager_training():
     (table,) = result.section.tables
     assert table.rows[0][:2] == ["reference_mlp", "eager"] and 0 <= table.rows[0][-1]
     col = {h: i for i, h in enumerate(table.header)}
-    rows = {r[1]: r for r in table.rows}
-    assert set(rows) == {"eager", "cpu"}, table.rows   # the CPU's fused backend trained; nothing skipped it
+    rows = {(r[1], r[col["precision"]]): r for r in table.rows}
+    # the CPU's fused backend trained in both precisions; nothing skipped it
+    assert set(rows) == {("eager", "fp32"), ("cpu", "fp32"), ("eager", "bf16"), ("cpu", "bf16")}, table.rows
     assert not any("No fused backend" in n for n in table.notes)
-    for backend, r in rows.items():
+    for (backend, precision), r in rows.items():
         p, v, a = r[col["val P"]], r[col["CCC_v"]], r[col["CCC_a"]]
         assert all(math.isfinite(x) and -1 <= x <= 1 for x in (p, v, a)), r
         assert p == pytest.approx((v + a) / 2, abs=1e-9), r
         assert math.isfinite(r[col["val MSE"]]) and r[col["val MSE"]] > 0 and r[col["train s"]] > 0, r
-        assert result.extra["P"][("reference_mlp", backend)] == p
-    p_eager, p_fused = rows["eager"][col["val P"]], rows["cpu"][col["val P"]]
-    assert rows["eager"][col["P - P(eager)"]] == "-"
-    assert rows["cpu"][col["P - P(eager)"]] == pytest.approx(p_fused - p_eager, abs=1e-12)
+        assert result.extra["P"][("reference_mlp", run_key(backend, precision))] == p
+    for precision in ("fp32", "bf16"):
+        p_eager, p_fused = rows[("eager", precision)][col["val P"]], rows[("cpu", precision)][col["val P"]]
+        assert rows[("eager", precision)][col["P - P(eager)"]] == "-"
+        assert rows[("cpu", precision)][col["P - P(eager)"]] == pytest.approx(p_fused - p_eager, abs=1e-12)
+    for backend in ("eager", "cpu"):
+        assert rows[(backend, "fp32")][col["P - P(fp32)"]] == "-"
+        assert rows[(backend, "bf16")][col["P - P(fp32)"]] == pytest.approx(
+            rows[(backend, "bf16")][col["val P"]] - rows[(backend, "fp32")][col["val P"]], abs=1e-12)
+    p_eager, p_fused = rows[("eager", "fp32")][col["val P"]], rows[("cpu", "fp32")][col["val P"]]
     assert abs(p_fused - p_eager) <= P_TOLERANCE, (p_fused, p_eager)   # dropout off: the same function
     target = spec6_targets({"accuracy": result}, gemm_fp32=300.0)
     assert status(target, "training accuracy", "reference_mlp")[-1] == "met"
@@ -398,3 +435,38 @@ def test_bench_scripts_help(script):
     assert out.returncode == 0, out.stderr
     for flag in ("--device", "--quick", "--out"):
         assert flag in out.stdout
+
+
+def test_load_guard_discards_rounds_with_other_load(monkeypatch):
+    from maven_fast.benchmark import timing
+
+    guard = timing.LoadGuard(0.1, max_wait_s=5.0)
+    if guard.threshold is None:
+        pytest.skip("no /proc/stat here")
+    loads = iter([0.5, 0.0, 0.0, 0.3, 0.0])  # other processes' share during each attempted round
+    monkeypatch.setattr(guard, "others", lambda start: next(loads))
+    monkeypatch.setattr(guard, "wait_quiet", lambda span_s=1.0: True)
+    monkeypatch.setattr(timing, "_GUARD", guard)
+    calls = []
+    t = timing.time_interleaved({"a": lambda: calls.append(1)}, "cpu", rounds=3, warmup=0, min_round_ms=0.0)
+    assert len(t["a"].samples_ms) == 3 and guard.discarded == 2 and guard.rounds == 3 and guard.loaded == 0
+    assert "2 discarded" in timing.load_summary()
+    monkeypatch.setattr(guard, "wait_quiet", lambda span_s=1.0: False)  # never quiet: kept, counted as loaded
+    timing.time_interleaved({"a": lambda: None}, "cpu", rounds=2, warmup=0, min_round_ms=0.0)
+    assert guard.loaded == 2
+
+
+def test_cpu_bf16_block_cases_only_with_native_bf16(monkeypatch):
+    import maven_fast.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: False)
+    assert not set(cases_for("cpu")) & set(CPU_BF16_CASES)
+    result = run_cross_modal("cpu", ("paper (64, 100, 32) bf16",), rounds=1, batch=2, embed=16, include_compile=False)
+    assert not result.measurements and any("left out: paper (64, 100, 32) bf16" in n for n in
+                                           result.section.tables[0].notes)
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: True)
+    assert set(CPU_BF16_CASES) <= set(cases_for("cpu"))
+    result = run_cross_modal("cpu", ("paper (64, 100, 32) bf16",), rounds=1, batch=2, embed=16, include_compile=False,
+                             gemm_gflops=100.0, rates={"gemm_bf16": (200.0, "")})
+    fused = result.find("paper (64, 100, 32) bf16", "forward+backward", kind="fused")
+    assert fused, "the fused block passed its bf16 check and was timed"

@@ -68,29 +68,39 @@ inline void nn_tile(int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps, 
   }
 }
 
+// Rows of C per register tile: MR x kNV vectors of accumulators (12 of the 16
+// vector registers below AVX512, 24 of the 32 with it), each B vector loaded
+// once per MR rows.
+constexpr int kMR = 6;
+
+template <typename T, bool Full>
+inline void gemm_nn_cols(int64_t m, int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps,
+                         const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc, int64_t nc) {
+  int64_t i = 0;
+  for (; i + kMR <= m; i += kMR)
+    nn_tile<T, kMR, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, nc);
+  switch (m - i) {
+#define MF_NN_REST(R)                                                                                   \
+  case R:                                                                                               \
+    nn_tile<T, R, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, nc); \
+    break;
+    MF_NN_REST(1) MF_NN_REST(2) MF_NN_REST(3) MF_NN_REST(4) MF_NN_REST(5)
+#undef MF_NN_REST
+    default:
+      break;
+  }
+}
+
 template <typename T>
 inline void gemm_nn(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t a_rs,
                     int64_t a_ps, const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc) {
   constexpr int64_t NC = kNV<T> * Vectorized<T>::size();
   for (int64_t j0 = 0; j0 < n; j0 += NC) {
     const int64_t nc = std::min(NC, n - j0);
-    const T* bj = b + j0;
-    T* cj = c + j0;
-    int64_t i = 0;
     if (nc == NC) {
-      for (; i + 4 <= m; i += 4)
-        nn_tile<T, 4, true>(k, alpha, a + i * a_rs, a_rs, a_ps, bj, ldb, accumulate, cj + i * ldc,
-                            ldc, nc);
-      for (; i < m; ++i)
-        nn_tile<T, 1, true>(k, alpha, a + i * a_rs, a_rs, a_ps, bj, ldb, accumulate, cj + i * ldc,
-                            ldc, nc);
+      gemm_nn_cols<T, true>(m, k, alpha, a, a_rs, a_ps, b + j0, ldb, accumulate, c + j0, ldc, nc);
     } else {
-      for (; i + 4 <= m; i += 4)
-        nn_tile<T, 4, false>(k, alpha, a + i * a_rs, a_rs, a_ps, bj, ldb, accumulate,
-                             cj + i * ldc, ldc, nc);
-      for (; i < m; ++i)
-        nn_tile<T, 1, false>(k, alpha, a + i * a_rs, a_rs, a_ps, bj, ldb, accumulate,
-                             cj + i * ldc, ldc, nc);
+      gemm_nn_cols<T, false>(m, k, alpha, a, a_rs, a_ps, b + j0, ldb, accumulate, c + j0, ldc, nc);
     }
   }
 }

@@ -228,6 +228,55 @@ StridedSeq seq(const at::Tensor& t, int64_t T, int64_t col, int64_t sh) {
 
 // Coefficient of b_v in an absorbed pathway's output rows: psum of head h
 // (attention dropout), else 1 where the item has keys and 0 where it has none.
+// An uninitialised buffer of the op (the device's allocator, e.g. the CPU
+// ops' caching pool; at::empty when the device has none).
+at::Tensor new_buffer(const Kernels& kern, at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  return kern.empty ? kern.empty(sizes, opts) : at::empty(sizes, opts);
+}
+
+}  // namespace
+
+void aten_gemm(const GemmCall& c) {
+  at::Tensor o = c.out;  // the _out functions take a non-const reference
+  if (c.bias.defined()) {
+    TORCH_INTERNAL_ASSERT(c.beta == 0.0, "aten_gemm: a bias takes the place of beta * out");
+    at::addmm_out(o, c.bias, c.a, c.b, 1.0, c.alpha);
+  } else if (c.beta != 0.0 || c.alpha != 1.0) {
+    at::addmm_out(o, c.out, c.a, c.b, c.beta, c.alpha);
+  } else {
+    at::mm_out(o, c.a, c.b);
+  }
+}
+
+namespace {
+
+// GEMMs that do not depend on each other (no call reads another's output, no
+// two write the same elements), run together: by the device's batch hook (the
+// CPU ops' skinny kernels run all few-row products in one parallel region,
+// common/skinny_gemm.h), else one ATen call each.
+class GemmBatch {
+ public:
+  explicit GemmBatch(const Kernels& kern) : kern_(kern) {}
+  // out = beta out + alpha a b (+ bias on every row; beta 0 or 1)
+  void add(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta = 0.0,
+           double alpha = 1.0, const at::Tensor& bias = {}) {
+    calls_.push_back({out, a, b, bias, beta, alpha});
+  }
+  void run() {
+    if (calls_.empty()) return;
+    if (kern_.gemm_batch) {
+      kern_.gemm_batch(calls_);
+    } else {
+      for (const auto& c : calls_) aten_gemm(c);
+    }
+    calls_.clear();
+  }
+
+ private:
+  const Kernels& kern_;
+  std::vector<GemmCall> calls_;
+};
+
 at::Tensor bias_coef(const Plan& P, const at::Tensor& psum, const at::Tensor& key_len, int64_t tx,
                      int64_t h, const at::TensorOptions& opts) {
   if (psum.defined()) return psum.select(1, h).reshape({-1, 1}).to(opts.dtype());
@@ -277,25 +326,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
     saved[kRng] = B > 0 ? at::empty({2}, opts.dtype(at::kLong)) : at::zeros({2}, opts.dtype(at::kLong));
   }
 
-  // 1. Grouped input projections.
+  // 1. Grouped input projections (one GEMM batch for the three modalities).
   std::array<at::Tensor, kNumModalities> Y, xf;
+  GemmBatch proj(kern);
   for (int m = 0; m < kNumModalities; ++m) {
     xf[m] = a.x[m].view({B * P.t[m], D});
     const auto slots = slots_of(P, m);
-    Y[m] = at::empty({B * P.t[m], P.n_in[m] * D}, opts);
+    Y[m] = new_buffer(kern, {B * P.t[m], P.n_in[m] * D}, opts);
     for (size_t s = 0; s < slots.size(); ++s) {
       const auto [p, part] = slots[s];
       at::Tensor out = Y[m].narrow(1, s * D, D);
-      at::addmm_out(out, a.in_b[p].narrow(0, part * D, D), xf[m], in_rows(a, p, part, D).t());
+      proj.add(out, xf[m], in_rows(a, p, part, D).t(), 0.0, 1.0, a.in_b[p].narrow(0, part * D, D));
     }
     if (!slots.empty()) saved[kY + m] = Y[m];
   }
+  proj.run();
 
   // 2. Attention outputs (row pathways) and absorbed queries.
   std::array<at::Tensor, kNumModalities> O;
-  for (int m = 0; m < kNumModalities; ++m) O[m] = at::empty({B * P.t[m], P.n_out[m] * D}, opts);
+  for (int m = 0; m < kNumModalities; ++m) O[m] = new_buffer(kern, {B * P.t[m], P.n_out[m] * D}, opts);
   std::vector<AttentionProblem> problems;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  GemmBatch fold(kern);
   for (int p = 0; p < kNumPathways; ++p) {
     if (P.mode[p] == kKeyLen1) continue;
     const int x = kQueryModality[p], y = kKeyModality[p];
@@ -307,7 +359,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
     ap.tq = tx;
     ap.tk = ty;
     ap.key_len = a.len[y].data_ptr<int64_t>();
-    at::Tensor lse = at::empty({B, H, tx}, acc_opts);
+    at::Tensor lse = new_buffer(kern, {B, H, tx}, acc_opts);
     ap.lse = lse.data_ptr();
     saved[kLse + p] = lse;
     if (P.mode[p] == kGeneral) {
@@ -318,14 +370,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       ap.v = seq(Y[y], ty, P.v_slot[p] * D, hd);
       ap.o = seq(O[x], tx, P.o_slot[p] * D, hd);
     } else {  // absorbed: qt_h = Q_h W_k,h / sqrt(d_h), K = V = x_y shared by the heads
-      at::Tensor qt = at::empty({B * tx, H * D}, opts);
+      at::Tensor qt = new_buffer(kern, {B * tx, H * D}, opts);
       for (int64_t h = 0; h < H; ++h) {
         at::Tensor qh = Y[x].narrow(1, P.q_slot[p] * D + h * hd, hd);
         at::Tensor wk = a.in_w[p].narrow(0, D + h * hd, hd);
         at::Tensor out = qt.narrow(1, h * D, D);
-        at::addmm_out(out, out, qh, wk, /*beta=*/0, /*alpha=*/scale);
+        fold.add(out, qh, wk, /*beta=*/0.0, /*alpha=*/scale);
       }
-      at::Tensor z = at::empty({B * tx, H * D}, opts);
+      at::Tensor z = new_buffer(kern, {B * tx, H * D}, opts);
       ap.dk = ap.dv = D;
       ap.scale = 1.0;
       ap.q = seq(qt, tx, 0, D);
@@ -334,16 +386,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       saved[kQt + p] = qt;
       saved[kZ + p] = z;
       if (P.attn_p > 0.0) {
-        at::Tensor psum = at::empty({B, H, tx}, acc_opts);
+        at::Tensor psum = new_buffer(kern, {B, H, tx}, acc_opts);
         ap.psum = psum.data_ptr();
         saved[kPsum + p] = psum;
       }
     }
     problems.push_back(ap);
   }
+  fold.run();
   if (!problems.empty()) kern.attention_forward(a.x[0].scalar_type(), problems, attn_drop);
 
   // Absorbed pathways: O_h = z_h W_v,h^T + coef b_v,h.
+  GemmBatch absorbed(kern), absorbed_bias(kern);
   for (int p = 0; p < kNumPathways; ++p) {
     if (P.mode[p] != kAbsorbed) continue;
     const int x = kQueryModality[p], y = kKeyModality[p];
@@ -351,11 +405,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
     for (int64_t h = 0; h < H; ++h) {
       at::Tensor out = O[x].narrow(1, P.o_slot[p] * D + h * hd, hd);
       at::Tensor wv = a.in_w[p].narrow(0, 2 * D + h * hd, hd);
-      at::mm_out(out, z.narrow(1, h * D, D), wv.t());
+      absorbed.add(out, z.narrow(1, h * D, D), wv.t());
       const at::Tensor coef = bias_coef(P, saved[kPsum + p], a.len[y], P.t[x], h, opts);
-      at::addmm_out(out, out, coef, a.in_b[p].narrow(0, 2 * D + h * hd, hd).view({1, hd}));
+      absorbed_bias.add(out, coef, a.in_b[p].narrow(0, 2 * D + h * hd, hd).view({1, hd}), 1.0);
     }
   }
+  absorbed.run();
+  absorbed_bias.run();
 
   // 3. Grouped output projections of the row pathways, and key-length-1 items.
   CombineParams cp;
@@ -367,6 +423,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   if (dropout) cp.rng_out = saved[kRng].data_ptr<int64_t>();
   std::array<at::Tensor, kNumModalities> rows, u, stats, y;
   std::vector<at::Tensor> keep_alive;
+  // out_proj of each modality's first row pathway (and the items), then of its
+  // second, which accumulates.
+  GemmBatch out_first(kern), out_second(kern);
   for (int m = 0; m < kNumModalities; ++m) {
     CombineModality& M = cp.m[m];
     M.modality = m;
@@ -382,8 +441,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       for (int p = 0; p < kNumPathways; ++p) {
         if (kQueryModality[p] != m || P.o_slot[p] < 0) continue;
         const at::Tensor o = O[m].narrow(1, P.o_slot[p] * D, D);
-        rows[m] = rows[m].defined() ? rows[m].addmm_(o, a.out_w[p].t())
-                                    : at::addmm(bsum, o, a.out_w[p].t());
+        if (rows[m].defined()) {
+          out_second.add(rows[m], o, a.out_w[p].t(), 1.0);
+        } else {
+          rows[m] = new_buffer(kern, {B * P.t[m], D}, opts);
+          out_first.add(rows[m], o, a.out_w[p].t(), 0.0, 1.0, bsum);
+        }
       }
       M.rows = rows[m].data_ptr();
       saved[kO + m] = O[m];
@@ -396,14 +459,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       CombineModality::ItemTerm it;
       it.pathway = p;
       if (P.attn_p > 0.0) {
-        c = at::empty({B, H, D}, opts);
+        c = new_buffer(kern, {B, H, D}, opts);
         for (int64_t h = 0; h < H; ++h) {
           at::Tensor out = c.select(1, h);
-          at::mm_out(out, v.narrow(1, h * hd, hd), a.out_w[p].narrow(1, h * hd, hd).t());
+          out_first.add(out, v.narrow(1, h * hd, hd), a.out_w[p].narrow(1, h * hd, hd).t());
         }
         it.heads = H;
       } else {
-        c = at::mm(v, a.out_w[p].t());
+        c = new_buffer(kern, {B, D}, opts);
+        out_first.add(c, v, a.out_w[p].t());
         it.heads = 1;
       }
       keep_alive.push_back(c);
@@ -412,15 +476,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
       it.bias = a.out_b[p].data_ptr();
       M.items.push_back(it);
     }
-    u[m] = at::empty({B, P.t[m], D}, opts);
-    stats[m] = at::empty({B * P.t[m], 2}, acc_opts);
-    y[m] = at::empty({B, P.t[m], D}, opts);
+    u[m] = new_buffer(kern, {B, P.t[m], D}, opts);
+    stats[m] = new_buffer(kern, {B * P.t[m], 2}, acc_opts);
+    y[m] = new_buffer(kern, {B, P.t[m], D}, opts);
     M.u = u[m].data_ptr();
     M.stats = stats[m].data_ptr();
     M.y = y[m].data_ptr();
     saved[kU + m] = u[m];
     saved[kStats + m] = stats[m];
   }
+  out_first.run();
+  out_second.run();
   // 4. Residual + /3 + dropout + LayerNorm of the three modalities, one pass.
   kern.combine_forward(a.x[0].scalar_type(), cp);
   const auto present = saved_present(P);
@@ -451,7 +517,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   for (int i = 0, j = 0; i < kNumSaved; ++i)
     if (present[i]) saved[i] = saved_list[j++];
   for (int m = 0; m < kNumModalities; ++m)
-    if (!saved[kY + m].defined()) saved[kY + m] = at::empty({B * P.t[m], 0}, opts);
+    if (!saved[kY + m].defined()) saved[kY + m] = new_buffer(kern, {B * P.t[m], 0}, opts);
   for (int m = 0; m < kNumModalities; ++m) {
     TORCH_CHECK(grad[m].sizes() == a.x[m].sizes(), op, ": the gradient of the ",
                 kModalityName[m], " output must have shape ", a.x[m].sizes(), ", got ",
@@ -476,9 +542,9 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   std::vector<at::Tensor> g_in_w(kNumPathways), g_in_b(kNumPathways), g_out_w(kNumPathways),
       g_out_b(kNumPathways);
   for (int p = 0; p < kNumPathways; ++p) {
-    g_in_w[p] = at::empty({3 * D, D}, opts);
-    g_in_b[p] = at::empty({3 * D}, opts);
-    g_out_w[p] = at::empty({D, D}, opts);
+    g_in_w[p] = new_buffer(kern, {3 * D, D}, opts);
+    g_in_b[p] = new_buffer(kern, {3 * D}, opts);
+    g_out_w[p] = new_buffer(kern, {D, D}, opts);
   }
 
   // 1. Combine backward: gradient of the pre-/3 sum, of the item terms, of LN.
@@ -488,7 +554,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   cp.eps = a.ln_eps;
   cp.attn_dropout = attn_drop;
   cp.out_dropout = out_drop;
-  at::Tensor g_ln_w = at::empty({D}, acc_opts), g_ln_b = at::empty({D}, acc_opts);
+  at::Tensor g_ln_w = new_buffer(kern, {D}, acc_opts), g_ln_b = new_buffer(kern, {D}, acc_opts);
   cp.grad_ln_weight = g_ln_w.data_ptr();
   cp.grad_ln_bias = g_ln_b.data_ptr();
   std::array<at::Tensor, kNumModalities> gsum, gbias_rows;
@@ -502,8 +568,8 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     M.u = saved[kU + m].data_ptr();
     M.stats = saved[kStats + m].data_ptr();
     M.grad_y = grad[m].data_ptr();
-    gsum[m] = at::empty({B * P.t[m], D}, opts);
-    gbias_rows[m] = at::empty({D}, acc_opts);
+    gsum[m] = new_buffer(kern, {B * P.t[m], D}, opts);
+    gbias_rows[m] = new_buffer(kern, {D}, acc_opts);
     M.grad_sum = gsum[m].data_ptr();
     M.grad_bias_rows = gbias_rows[m].data_ptr();
     for (int p = 0; p < kNumPathways; ++p) {
@@ -513,7 +579,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
       it.heads = P.attn_p > 0.0 ? H : 1;
       it.key_len = a.len[kKeyModality[p]].data_ptr<int64_t>();
       it.bias = a.out_b[p].data_ptr();
-      at::Tensor gc = at::empty({B, it.heads, D}, opts);
+      at::Tensor gc = new_buffer(kern, {B, it.heads, D}, opts);
       M.items.push_back(it);
       M.grad_c.push_back(gc.data_ptr());
       gitems[m].emplace_back(p, gc);
@@ -525,9 +591,10 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
 
   // Gradients of the input projections' outputs; every slot is written below.
   std::array<at::Tensor, kNumModalities> dY;
-  for (int m = 0; m < kNumModalities; ++m) dY[m] = at::empty_like(Y[m]);
+  for (int m = 0; m < kNumModalities; ++m) dY[m] = new_buffer(kern, Y[m].sizes(), opts);
 
-  // 2. Key-length-1 pathways: c_h = V_h W_o,h^T per item.
+  // 2. Key-length-1 pathways: c_h = V_h W_o,h^T per item (one GEMM batch with step 3).
+  GemmBatch outs(kern);
   for (int m = 0; m < kNumModalities; ++m) {
     for (auto& [p, gc] : gitems[m]) {
       const int ky = kKeyModality[p];
@@ -535,15 +602,15 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
       at::Tensor dv = dY[ky].narrow(1, P.v_slot[p] * D, D);
       if (gc.size(1) == 1) {
         const at::Tensor g = gc.select(1, 0);
-        at::mm_out(dv, g, a.out_w[p]);
-        at::mm_out(g_out_w[p], g.t(), v);
+        outs.add(dv, g, a.out_w[p]);
+        outs.add(g_out_w[p], g.t(), v);
       } else {
         for (int64_t h = 0; h < H; ++h) {
           const at::Tensor g = gc.select(1, h);
           at::Tensor dvh = dv.narrow(1, h * hd, hd);
-          at::mm_out(dvh, g, a.out_w[p].narrow(1, h * hd, hd));
+          outs.add(dvh, g, a.out_w[p].narrow(1, h * hd, hd));
           at::Tensor gw = g_out_w[p].narrow(1, h * hd, hd);
-          at::mm_out(gw, g.t(), v.narrow(1, h * hd, hd));
+          outs.add(gw, g.t(), v.narrow(1, h * hd, hd));
         }
       }
     }
@@ -553,32 +620,34 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   std::array<at::Tensor, kNumModalities> dO;
   for (int m = 0; m < kNumModalities; ++m) {
     if (P.n_out[m] == 0) continue;
-    dO[m] = at::empty({B * P.t[m], P.n_out[m] * D}, opts);
+    dO[m] = new_buffer(kern, {B * P.t[m], P.n_out[m] * D}, opts);
     for (int p = 0; p < kNumPathways; ++p) {
       if (kQueryModality[p] != m || P.o_slot[p] < 0) continue;
       at::Tensor dop = dO[m].narrow(1, P.o_slot[p] * D, D);
-      at::mm_out(dop, gsum[m], a.out_w[p]);
-      at::mm_out(g_out_w[p], gsum[m].t(), saved[kO + m].narrow(1, P.o_slot[p] * D, D));
+      outs.add(dop, gsum[m], a.out_w[p]);
+      outs.add(g_out_w[p], gsum[m].t(), saved[kO + m].narrow(1, P.o_slot[p] * D, D));
     }
   }
+  outs.run();
 
   // 4. Absorbed pathways, before the attention backward: dz_h = dO_h W_v,h,
   //    dW_v,h = dO_h^T z_h, db_v,h = coef^T dO_h, dpsum_h = dO_h b_v,h.
   std::array<at::Tensor, kNumPathways> dz, dqt, dpsum;
+  GemmBatch absorbed(kern);
   for (int p = 0; p < kNumPathways; ++p) {
     if (P.mode[p] != kAbsorbed) continue;
     const int x = kQueryModality[p], y = kKeyModality[p];
     const int64_t tx = P.t[x];
     const at::Tensor& z = saved[kZ + p];
     const at::Tensor& psum = saved[kPsum + p];
-    dz[p] = at::empty({B * tx, H * D}, opts);
-    if (psum.defined()) dpsum[p] = at::empty({B, H, tx}, acc_opts);
+    dz[p] = new_buffer(kern, {B * tx, H * D}, opts);
+    if (psum.defined()) dpsum[p] = new_buffer(kern, {B, H, tx}, acc_opts);
     for (int64_t h = 0; h < H; ++h) {
       const at::Tensor doh = dO[x].narrow(1, P.o_slot[p] * D + h * hd, hd);
       at::Tensor dzh = dz[p].narrow(1, h * D, D);
-      at::mm_out(dzh, doh, a.in_w[p].narrow(0, 2 * D + h * hd, hd));
+      absorbed.add(dzh, doh, a.in_w[p].narrow(0, 2 * D + h * hd, hd));
       at::Tensor gwv = g_in_w[p].narrow(0, 2 * D + h * hd, hd);
-      at::mm_out(gwv, doh.t(), z.narrow(1, h * D, D));
+      absorbed.add(gwv, doh.t(), z.narrow(1, h * D, D));
       const at::Tensor coef = bias_coef(P, psum, a.len[y], tx, h, opts);
       g_in_b[p].narrow(0, 2 * D + h * hd, hd).copy_(at::mm(coef.t(), doh).view({hd}));
       if (psum.defined()) {
@@ -588,8 +657,9 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     }
     // K bias: softmax is invariant to the per-row constant q . b_k.
     g_in_b[p].narrow(0, D, D).zero_();
-    dqt[p] = at::empty({B * tx, H * D}, opts);
+    dqt[p] = new_buffer(kern, {B * tx, H * D}, opts);
   }
+  absorbed.run();
 
   // 5. ONE attention backward for every general and absorbed pathway.
   std::vector<AttentionProblem> problems;
@@ -637,37 +707,44 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
 
   // 6. Absorbed pathways, after: dQ_h = dqt_h W_k,h^T / sqrt(d_h), dW_k,h = Q_h^T dqt_h / sqrt(d_h).
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  GemmBatch unfold(kern);
   for (int p = 0; p < kNumPathways; ++p) {
     if (P.mode[p] != kAbsorbed) continue;
     const int x = kQueryModality[p];
     for (int64_t h = 0; h < H; ++h) {
       const at::Tensor dqth = dqt[p].narrow(1, h * D, D);
       at::Tensor dq = dY[x].narrow(1, P.q_slot[p] * D + h * hd, hd);
-      at::addmm_out(dq, dq, dqth, a.in_w[p].narrow(0, D + h * hd, hd).t(), 0, scale);
+      unfold.add(dq, dqth, a.in_w[p].narrow(0, D + h * hd, hd).t(), 0.0, scale);
       at::Tensor gwk = g_in_w[p].narrow(0, D + h * hd, hd);
-      at::addmm_out(gwk, gwk, Y[x].narrow(1, P.q_slot[p] * D + h * hd, hd).t(), dqth, 0, scale);
+      unfold.add(gwk, Y[x].narrow(1, P.q_slot[p] * D + h * hd, hd).t(), dqth, 0.0, scale);
     }
   }
+  unfold.run();
 
   // 7. Grouped input projections: dx_m = dsum_m (+ dy of absorbed pathways, added
   //    above) + sum_slots dY_m,s W_s, in place in dsum_m's buffer; weight
-  //    gradients per slot, written straight into the parameters' gradients.
+  //    gradients per slot, written straight into the parameters' gradients. The
+  //    first GEMM batch has every weight gradient and the first slot's dx of each
+  //    modality; batch s the (s+1)-th slot's dx (they accumulate into dx_m).
   std::array<at::Tensor, kNumModalities> dx;
+  std::vector<GemmBatch> dx_slots;
   for (int m = 0; m < kNumModalities; ++m) {
     const auto slots = slots_of(P, m);
+    while (dx_slots.size() < std::max<size_t>(slots.size(), 1)) dx_slots.emplace_back(kern);
     if (!slots.empty()) {
       const at::Tensor db = dY[m].sum(0);
       for (size_t s = 0; s < slots.size(); ++s) {
         const auto [p, part] = slots[s];
         const at::Tensor dys = dY[m].narrow(1, s * D, D);
-        gsum[m].addmm_(dys, in_rows(a, p, part, D));
+        dx_slots[s].add(gsum[m], dys, in_rows(a, p, part, D), 1.0);
         at::Tensor gw = g_in_w[p].narrow(0, part * D, D);
-        at::mm_out(gw, dys.t(), xf[m]);
+        dx_slots[0].add(gw, dys.t(), xf[m]);
         g_in_b[p].narrow(0, part * D, D).copy_(db.narrow(0, s * D, D));
       }
     }
     dx[m] = gsum[m].view({B, P.t[m], D});
   }
+  for (auto& batch : dx_slots) batch.run();
   // Parts of in_proj no path reads get zero gradients: Q and K of key-length-1
   // pathways (K bias of absorbed pathways is zeroed above).
   for (int p = 0; p < kNumPathways; ++p) {

@@ -25,6 +25,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <cmath>
+#include <type_traits>
 #include <limits>
 #include <vector>
 
@@ -321,6 +322,115 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
   }
 }
 
+// Backward of a pathway with K = V shared by the heads (weight absorption) and
+// few query rows (tq <= kSmallQ, e.g. one pooled query): all heads per key
+// block, so that dK + dV of every head is ONE rank-(2 H tq) update of the key
+// rows, added straight into dk_out (fp32; an fp32 buffer added at the end
+// otherwise), instead of 2 H rank-tq passes over a buffer and a final pass.
+//   F rows (per head h): p~_h (tq rows), scale * ds_h (tq rows), over the keys
+//   W rows (per head h): do_h (tq rows),  q_h (tq rows)
+//   dK + dV [keys of the block] += F^T W;   dq_h += (scale ds_h) K
+constexpr int64_t kSmallQ = 8;
+
+template <typename scalar_t>
+void backward_task_shared_small(const AttentionProblem& P, const DropoutState& drop, int64_t b,
+                                Scratch<at::opmath_type<scalar_t>>& ws) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using V = Vectorized<acc_t>;
+  const int64_t len = P.key_len[b], d = P.dk, tq = P.tq, H = P.heads;
+  MF_BOUNDS_CHECK(len >= 0 && len <= P.tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", P.tk, "]");
+  MF_BOUNDS_CHECK(P.dk == P.dv && P.k.sh == 0 && tq <= kSmallQ, "small shared-K backward misused");
+  if (len == 0) {
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t r = 0; r < tq; ++r) std::fill_n(at_row<scalar_t>(P.dq, b, r, h), d, scalar_t(0));
+    return;
+  }
+  const acc_t scale = static_cast<acc_t>(P.scale);
+  const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
+  const bool packed = tq >= 4;
+  const KeyView<scalar_t, acc_t> K = key_view<scalar_t, acc_t>(P.k, b, 0, len, d, packed, ws.k, ws.kt);
+  const int64_t nf = 2 * H * tq;  // factor rows
+  // W = [do_0; q_0; do_1; q_1; ...] in acc_t; D_i per head and row.
+  ws.v.resize(nf * d);
+  ws.row.resize(H * tq);
+  for (int64_t h = 0; h < H; ++h) {
+    acc_t* w_do = ws.v.data() + (2 * h) * tq * d;
+    acc_t* w_q = w_do + tq * d;
+    for (int64_t r = 0; r < tq; ++r) {
+      at::vec::convert(at_row<const scalar_t>(P.dout, b, r, h), w_do + r * d, d);
+      at::vec::convert(at_row<const scalar_t>(P.q, b, r, h), w_q + r * d, d);
+    }
+    int64_t ldo;
+    const acc_t* o = as_acc(at_row<const scalar_t>(P.o, b, 0, h), tq, d, P.o.st, ws.obuf, ldo);
+    const auto* psum = P.psum ? static_cast<const acc_t*>(P.psum) + (b * H + h) * tq : nullptr;
+    const auto* dpsum = P.dpsum ? static_cast<const acc_t*>(P.dpsum) + (b * H + h) * tq : nullptr;
+    for (int64_t r = 0; r < tq; ++r) {
+      acc_t dd = micro::dot(w_do + r * d, o + r * ldo, d);
+      if (dpsum) dd += dpsum[r] * psum[r];
+      ws.row[h * tq + r] = dd;
+    }
+  }
+  ws.dq.assign(H * tq * d, acc_t(0));
+  ws.s.resize(nf * kBK);
+  ws.keep.resize(kBK + 4);
+  constexpr bool kDirect = std::is_same_v<scalar_t, acc_t>;  // add into dk_out itself
+  if constexpr (!kDirect) ws.dk.assign(len * d, acc_t(0));
+  for (int64_t j0 = 0; j0 < len; j0 += kBK) {
+    const int64_t bk = std::min(kBK, len - j0);
+    const acc_t* kb = K.rows + j0 * K.ld;
+    for (int64_t h = 0; h < H; ++h) {
+      acc_t* s = ws.s.data() + (2 * h) * tq * bk;   // -> p~
+      acc_t* dp = s + tq * bk;                       // -> scale * ds
+      const acc_t* w_do = ws.v.data() + (2 * h) * tq * d;
+      const acc_t* w_q = w_do + tq * d;
+      micro::gemm_nt<acc_t>(tq, bk, d, scale, w_q, d, kb, K.ld, packed ? K.t + j0 : nullptr, len, s, bk);
+      micro::gemm_nt<acc_t>(tq, bk, d, acc_t(1), w_do, d, kb, K.ld, packed ? K.t + j0 : nullptr, len, dp, bk);
+      const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
+      const auto* lse = static_cast<const acc_t*>(P.lse) + (b * H + h) * tq;
+      const auto* dpsum = P.dpsum ? static_cast<const acc_t*>(P.dpsum) + (b * H + h) * tq : nullptr;
+      for (int64_t r = 0; r < tq; ++r) {
+        acc_t* sr = s + r * bk;
+        acc_t* dpr = dp + r * bk;
+        const acc_t lse_r = lse[r];
+        const acc_t extra = dpsum ? dpsum[r] : acc_t(0);
+        const acc_t d_r = ws.row[h * tq + r];
+        at::vec::map([lse_r](V x) { return (x - V(lse_r)).exp(); }, sr, sr, bk);
+        if (drop.on) {
+          drop.philox.keep_row(stream, b, r, j0, bk, drop.threshold, ws.keep.data());
+          for (int64_t j = 0; j < bk; ++j) {
+            const acc_t z = ws.keep[j] ? inv_keep : acc_t(0);
+            const acc_t p = sr[j];
+            dpr[j] = scale * p * ((dpr[j] + extra) * z - d_r);
+            sr[j] = p * z;
+          }
+        } else {
+          at::vec::map2([extra, d_r, scale](V p, V g) { return V(scale) * p * (g + V(extra - d_r)); },
+                        dpr, sr, dpr, bk);
+        }
+      }
+      micro::gemm_nn<acc_t>(tq, d, bk, acc_t(1), dp, bk, 1, kb, K.ld, true, ws.dq.data() + h * tq * d, d);
+    }
+    // Rows of F are per head [p~ (tq); scale ds (tq)], each bk long: F(j, f) = s[f * bk + j].
+    if constexpr (kDirect) {
+      auto* out = reinterpret_cast<acc_t*>(at_row<scalar_t>(P.dk_out, b, j0, 0));
+      micro::gemm_nn<acc_t>(bk, d, nf, acc_t(1), ws.s.data(), 1, bk, ws.v.data(), d, true, out, P.dk_out.st);
+    } else {
+      micro::gemm_nn<acc_t>(bk, d, nf, acc_t(1), ws.s.data(), 1, bk, ws.v.data(), d, true,
+                            ws.dk.data() + j0 * d, d);
+    }
+  }
+  for (int64_t h = 0; h < H; ++h)
+    store_rows(ws.dq.data() + h * tq * d, tq, d, at_row<scalar_t>(P.dq, b, 0, h), P.dq.st);
+  if constexpr (!kDirect) {  // dk_out += dK + dV (keys >= len get nothing)
+    scalar_t* out = at_row<scalar_t>(P.dk_out, b, 0, 0);
+    for (int64_t j = 0; j < len; ++j) {
+      scalar_t* o = out + j * P.dk_out.st;
+      const acc_t* src = ws.dk.data() + j * d;
+      for (int64_t c = 0; c < d; ++c) o[c] = static_cast<scalar_t>(static_cast<acc_t>(o[c]) + src[c]);
+    }
+  }
+}
+
 // Tasks: for every batch item b (outermost, so that the contiguous chunks of
 // at::parallel_for's static split get similar mixes of pathways), one task per
 // head of each pathway, or, when the heads share K = V, one task per group of
@@ -389,7 +499,11 @@ void cross_modal_attention_backward_cpu_kernel(at::ScalarType dtype,
     using acc_t = at::opmath_type<scalar_t>;
     for_each_task(problems, true, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
       thread_local Scratch<acc_t> ws;
-      backward_task<scalar_t>(P, drop, b, h0, h1, ws);
+      if (P.k.sh == 0 && P.tq <= kSmallQ && P.dk == P.dv && h0 == 0 && h1 == P.heads) {
+        backward_task_shared_small<scalar_t>(P, drop, b, ws);
+      } else {
+        backward_task<scalar_t>(P, drop, b, h0, h1, ws);
+      }
     });
   });
 }

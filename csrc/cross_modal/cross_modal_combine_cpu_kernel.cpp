@@ -22,6 +22,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -76,11 +77,16 @@ struct Task {
   int64_t b;
 };
 
+// Batch item outermost: at::parallel_for gives each thread a contiguous range
+// of tasks, and the modalities' row counts differ (64 video rows against one
+// pooled audio row in the reference presets), so each range takes whole items.
 std::vector<Task> make_tasks(const CombineParams& P) {
   std::vector<Task> tasks;
-  for (int m = 0; m < cross_modal::kNumModalities; ++m)
-    for (int64_t b = 0; b < P.m[m].batch; ++b)
-      if (P.m[m].t > 0) tasks.push_back({m, b});
+  int64_t batch = 0;
+  for (int m = 0; m < cross_modal::kNumModalities; ++m) batch = std::max(batch, P.m[m].batch);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int m = 0; m < cross_modal::kNumModalities; ++m)
+      if (b < P.m[m].batch && P.m[m].t > 0) tasks.push_back({m, b});
   return tasks;
 }
 

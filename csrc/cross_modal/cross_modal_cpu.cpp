@@ -2,10 +2,13 @@
 // shared orchestration (cross_modal.cpp) with the CPU kernels, per CPU capability.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
 #include <mutex>
 
+#include "common/cpu_pool.h"
+#include "common/skinny_gemm.h"
 #include "cross_modal/cross_modal_common.h"
 
 namespace maven_fast {
@@ -14,6 +17,24 @@ namespace {
 using cross_modal::AttentionProblem;
 using cross_modal::CombineParams;
 using cross_modal::DropoutParams;
+
+// The few-row GEMMs of a batch in one parallel region of the skinny kernels;
+// the others through ATen (large ones are multi-threaded there).
+void gemm_batch(const std::vector<cross_modal::GemmCall>& calls) {
+  std::vector<SkinnyGemm> skinny;
+  at::ScalarType dtype = at::kFloat;
+  for (const auto& c : calls) {
+    SkinnyGemm p;
+    if (skinny_problem(c.out, c.a, c.b, c.beta, c.alpha, c.bias, p)) {
+      TORCH_INTERNAL_ASSERT(skinny.empty() || c.out.scalar_type() == dtype, "gemm_batch: mixed dtypes");
+      dtype = c.out.scalar_type();
+      skinny.push_back(p);
+    } else {
+      cross_modal::aten_gemm(c);
+    }
+  }
+  skinny_gemm_group(dtype, skinny);
+}
 
 struct Cpu {
   static const cross_modal::Kernels& kernels() {
@@ -30,10 +51,15 @@ struct Cpu {
         [](at::ScalarType t, const CombineParams& c) {
           MAVEN_FAST_CPU_DISPATCH(cross_modal_combine_backward_cpu_kernel, t, c);
         },
+        &cpu_pool_empty,
+        &gemm_batch,
     };
     return k;
   }
-  static int enter(const char*, cross_modal::BlockArgs&) { return 0; }  // nothing to set up
+  // The op runs below autograd: its internal views (narrow/select of the
+  // parameters and buffers, dozens per call) skip the ADInplaceOrView kernel
+  // and its view bookkeeping, a measurable share of the host time at small shapes.
+  static at::AutoDispatchBelowADInplaceOrView enter(const char*, cross_modal::BlockArgs&) { return {}; }
 
   // Read in place (the op's checks put it on the CPU: on the inputs' device).
   static cross_modal::RngSource rng_from_tensor(const at::Tensor& rng) {

@@ -80,7 +80,12 @@ CASES = {
     "paper (64, 100, 32)": Case((64, 100, 32), True),
     "paper (256, 400, 64)": Case((256, 400, 64), True),
     "packed (512, 512, 512) bf16": Case((512, 512, 512), False, torch.bfloat16, ("cuda",)),
+    # CPU bf16 (issue 16), only where the CPU multiplies bf16 natively: emulated bf16 GEMMs run eager's
+    # block at a few GFLOP/s (minutes per call at these shapes), so there is nothing to compare.
+    "paper (64, 100, 32) bf16": Case((64, 100, 32), True, torch.bfloat16, ("cpu",)),
+    "paper (256, 400, 64) bf16": Case((256, 400, 64), True, torch.bfloat16, ("cpu",)),
 }
+CPU_BF16_CASES = ("paper (64, 100, 32) bf16", "paper (256, 400, 64) bf16")
 # The packed bf16 case is GPU-only: on a GPU the quick run times the tensor-core
 # kernels against the SIMT ones, Triton and torch's flash SDPA on it.
 QUICK_CASES = ("reference_mlp (64, 1, 1)", "paper (64, 64, 32)", "paper (64, 100, 32)",
@@ -91,9 +96,14 @@ RTOL, ATOL = TOLERANCES[torch.float32]
 
 
 def cases_for(device: str, names=None) -> tuple[str, ...]:
-    """The cases (of ``names``, default all) that run on ``device``."""
+    """The cases (of ``names``, default all) that run on ``device`` (CPU bf16 cases: only on a CPU
+    with native bf16, :func:`maven_fast.backends.cpu_native_bf16`)."""
+    from maven_fast.backends import cpu_native_bf16
+
     dev = torch.device(device).type
-    return tuple(n for n in (names or CASES) if dev in CASES[n].devices)
+    native = dev != "cpu" or cpu_native_bf16()
+    return tuple(n for n in (names or CASES) if dev in CASES[n].devices
+                 and (native or not (dev == "cpu" and CASES[n].dtype == torch.bfloat16)))
 
 Block = Callable[..., tuple[Tensor, Tensor, Tensor]]  # (x_v, x_a, x_t, v_len, a_len, t_len) -> enhanced
 
@@ -297,7 +307,8 @@ def run_cross_modal(
     rates: dict[str, tuple[float | None, str]] | None = None,
 ) -> SuiteResult:
     """Checks, then times, every variant on every case of ``cases`` that runs on ``device``
-    (module docstring). ``gemm_gflops``: the fp32 GEMM rate (CPU: % of GEMM rate column);
+    (module docstring). ``gemm_gflops``: the fp32 GEMM rate (CPU: % of GEMM rate column; bf16
+    cases against ``rates["gemm_bf16"]``);
     ``rates``: the machine's measured ceilings (:func:`~maven_fast.benchmark.roofline.measure_machine`),
     for the GPU's roofline columns.
 
@@ -311,6 +322,12 @@ def run_cross_modal(
     header += (["% of GEMM rate"] if gemm_gflops and not gpu else []) + ["executed GFLOP", "peak MiB", "first call s"]
     table = Table(f"Cross-modal block, {dev.type}, B={batch}, D={embed}, H={HEADS}", header)
     measurements, skipped, notes = [], [], []
+    left_out = [c for c in cases if c in CPU_BF16_CASES and dev.type == "cpu" and c not in cases_for(device, cases)]
+    if left_out:
+        from maven_fast.benchmark.roofline import bf16_matmul_support
+
+        notes.append(f"left out: {', '.join(left_out)}: {bf16_matmul_support('cpu')}; eager's bf16 GEMMs run at a "
+                     "few GFLOP/s here, so the comparison would take hours and mean nothing for bf16 hardware.")
     for case in cases_for(device, cases):
         spec = CASES[case]
         tv, ta, tt = spec.steps
@@ -353,7 +370,8 @@ def run_cross_modal(
                     row += [gflops / 1e3, roofline_percent(executed, nbytes, t.median, spec.dtype, rates),
                             t.host_median]
                 else:
-                    row += [gflops] + ([100 * gflops / gemm_gflops] if gemm_gflops else [])
+                    rate = gemm_gflops if spec.dtype == torch.float32 else (rates or {}).get("gemm_bf16", (None,))[0]
+                    row += [gflops] + ([100 * gflops / rate if rate else "n/a"] if gemm_gflops else [])
                 row += [executed / 1e9, "n/a" if memory[name] is None else memory[name], first[name]]
                 table.rows.append(row)
                 measurements.append(Measurement(NAME, case, mode, name, v.kind, t, base / t.median, flops, executed))

@@ -40,9 +40,9 @@ def bf16_matmul_support(device: str = "cpu") -> str | None:
     """None when bf16 matmuls run natively on ``device``, else why not."""
     if device == "cuda":
         return None if torch.cuda.is_bf16_supported() else "this GPU has no native bf16"
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if (check and check()) or (amx and amx()):
+    from maven_fast.backends import cpu_native_bf16
+
+    if cpu_native_bf16():
         return None
     return "this CPU has neither AVX512-BF16 nor AMX (bf16 would be emulated)"
 

@@ -81,7 +81,8 @@ def _train_step(o: BenchOptions, rates: Rates) -> SuiteResult:
 
     presets = ("reference_mlp",) if o.quick else ("reference_mlp", "paper")
     return train_step_suite.run_train_step(o.device, presets, rounds=3 if o.quick else 7,
-                                           gemm_gflops=rates["gemm_fp32"][0], include_compile=not o.quick)
+                                           gemm_gflops=rates["gemm_fp32"][0], include_compile=not o.quick,
+                                           gemm_bf16_gflops=rates["gemm_bf16"][0])
 
 
 def _accuracy_unavailable() -> str | None:
@@ -169,13 +170,18 @@ def run_benchmarks(options: BenchOptions) -> tuple[Path, Path, Path | None]:
     stem = f"{machine_slug(options.device)}-{machine['date']}" + ("-quick" if options.quick else "")
     if options.suites:  # a report of some suites must not overwrite the day's full report
         stem += "-" + "-".join(options.suites)
-    targets = [spec6_targets(results, rates["gemm_fp32"][0], options.device)]
+    targets = [spec6_targets(results, rates["gemm_fp32"][0], options.device, rates["gemm_bf16"][0],
+                             rates["gemm_bf16"][1])]
     targets.insert(0 if options.device == "cuda" else 1, spec6_gpu_targets(results, options.device))
     measurements = [m for r in results.values() for m in r.measurements]
     png = plot_speedups(measurements, Path(options.out) / f"{stem}.png",
                         f"maven_fast speed-up vs eager ({options.device}, {machine['date']})")
     sections = [Section("SPEC 6 targets", targets), machine_section(rates)] + [r.section for r in results.values()]
     title = f"maven_fast benchmark ({options.device}{', quick' if options.quick else ''})"
-    md, csv_path = write_sections_report(options.out, stem, title, machine, sections, METHOD_NOTES,
+    from maven_fast.benchmark.timing import load_summary
+
+    guard = load_summary()
+    md, csv_path = write_sections_report(options.out, stem, title, machine, sections,
+                                         METHOD_NOTES + ([guard] if guard else []),
                                          images=[png.name] if png else [])
     return md, csv_path, png

@@ -12,10 +12,18 @@ tensors of the real shapes (no cache needed): batch 16, encoder widths
 
 Variants: ``eager`` (``MAVEN(cfg, backend="eager")``), ``torch.compile(eager)``
 (compile time reported separately, as the first step's time) and every fused
-backend of the model. Each starts from the same weights. Before timing, each
-variant's loss and gradients are checked against eager on the same batch with
+backend of the model, in fp32; and in bf16 (``torch.autocast("cpu"|"cuda",
+torch.bfloat16)`` around the forward, fp32 parameters and optimizer, as the
+trainer's ``run.autocast=bf16`` does): ``eager bf16`` and every fused backend
+``... bf16``. Each starts from the same weights. Before timing, each variant's
+loss and gradients are checked against eager fp32 on the same batch with
 dropout off (a config copy with every dropout at 0; the timed models keep the
-preset's dropout).
+preset's dropout): fp32 variants within RTOL/ATOL; bf16 variants by the SPEC 5
+rule for reduced precision (:func:`~maven_fast.benchmark.checks.check_reduced`):
+relative RMS error pooled over the loss and every gradient <= 2x that of eager
+bf16 + 1e-3, and <= 4x eager bf16's + 4 x 2^-8 (four units of bf16 roundoff)
+on every single tensor. Speed-ups are against eager fp32; the bf16 rows are
+measurements of pass ``train step bf16``.
 
 Work per step: :func:`maven_fast.benchmark.flops.maven_step_flops` (3x the
 forward FLOPs of every Linear and attention product, less the input gradients
@@ -25,6 +33,7 @@ valid frames (sum of video lengths), as the trainer logs them.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -34,11 +43,12 @@ import torch
 from torch import nn
 
 from maven_fast.backends import BackendUnavailable
-from maven_fast.benchmark.checks import check_close
+from maven_fast.benchmark.checks import check_close, check_reduced
 from maven_fast.benchmark.flops import maven_step_flops
 from maven_fast.benchmark.memory import memory_method, peak_memory_mib
 from maven_fast.benchmark.report import Section, Table
-from maven_fast.benchmark.results import Measurement, Skipped, SuiteResult, describe_error, fused_backends, skipped_lines
+from maven_fast.benchmark.results import (Measurement, Skipped, SuiteResult, VariantMismatch, describe_error,
+                                          fused_backends, skipped_lines)
 from maven_fast.benchmark.timing import time_interleaved
 from maven_fast.config import MavenConfig
 
@@ -49,17 +59,26 @@ BATCH = 16
 SHAPES = {"reference_mlp": (64, 1, 1), "paper": (64, 100, 32)}
 #: loss and every gradient must agree with eager: max|d| <= ATOL + RTOL max|eager| per tensor (fp32).
 RTOL, ATOL = 1e-3, 1e-7
+#: bf16 variants: relative RMS error vs eager fp32 <= BF16_FACTOR x eager bf16's + BF16_FLOOR, pooled over the
+#: tensors.
+BF16_FACTOR, BF16_FLOOR = 2.0, 1e-3
+#: ... and per tensor at most 2 BF16_FACTOR x eager bf16's + BF16_TENSOR_FLOOR (4 units of bf16's roundoff 2^-8).
+BF16_TENSOR_FLOOR = 4 * 2.0 ** -8
+PASSES = {None: PASS, torch.bfloat16: "train step bf16"}
+PRECISION = {None: "fp32", torch.bfloat16: "bf16"}
 
 Build = Callable[[MavenConfig, dict, torch.device], tuple[nn.Module, Callable]]
 
 
 @dataclass
 class StepVariant:
-    """``build(config, state_dict, device) -> (module owning the parameters, forward callable)``."""
+    """``build(config, state_dict, device) -> (module owning the parameters, forward callable)``;
+    ``amp``: the autocast dtype of the forward (None: fp32)."""
 
     name: str
     kind: str
     build: Build
+    amp: torch.dtype | None = None
 
 
 @dataclass
@@ -116,9 +135,11 @@ def _model(config: MavenConfig, state: dict, device, backend: str = "eager") -> 
     return model
 
 
-def step_variants(device: torch.device, include_compile: bool = True) -> tuple[list[StepVariant], list[Skipped]]:
+def step_variants(device: torch.device, include_compile: bool = True, bf16: bool = True
+                  ) -> tuple[list[StepVariant], list[Skipped]]:
     """Every variant that may run on ``device``; fused backends the device cannot run are skipped here,
-    those the model cannot run yet are skipped when built (``BackendUnavailable``)."""
+    those the model cannot run yet are skipped when built (``BackendUnavailable``). ``bf16``: add
+    the bf16-autocast versions of eager and of every fused backend."""
     def eager(cfg, state, dev):
         m = _model(cfg, state, dev)
         return m, m
@@ -147,6 +168,12 @@ def step_variants(device: torch.device, include_compile: bool = True) -> tuple[l
             m = _model(cfg, state, dev, _b)
             return m, m
         variants.append(StepVariant(f"maven_fast {backend}", "fused", fused))
+    if bf16:
+        variants += [StepVariant(f"{v.name} bf16", "baseline" if v.kind == "eager" else v.kind, v.build, torch.bfloat16)
+                     for v in variants if v.kind != "baseline"]
+        if include_compile:
+            skipped.append(Skipped("torch.compile(eager) bf16", "left out: one compiled variant (fp32) is enough "
+                                                                "to show compile's effect; compiling costs minutes"))
     return variants, skipped
 
 
@@ -157,12 +184,19 @@ def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return build_optimizer(TrainConfig(), model.parameters())
 
 
-def make_step(model: nn.Module, forward: Callable, batch: StepBatch, clip: float = 1.0) -> Callable[[], None]:
-    """One Trainer step: forward with targets, zero_grad, backward, clip, Adam."""
+def _autocast(device, amp: torch.dtype | None):
+    return torch.autocast(torch.device(device).type, dtype=amp) if amp else contextlib.nullcontext()
+
+
+def make_step(model: nn.Module, forward: Callable, batch: StepBatch, clip: float = 1.0,
+              amp: torch.dtype | None = None) -> Callable[[], None]:
+    """One Trainer step: forward with targets (under autocast to ``amp``), zero_grad, backward, clip, Adam."""
     optimizer = _optimizer(model)
+    device = batch.targets.device
 
     def step() -> None:
-        out = forward(**batch.inputs, targets=batch.targets, mask=batch.mask)
+        with _autocast(device, amp):
+            out = forward(**batch.inputs, targets=batch.targets, mask=batch.mask)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -170,10 +204,12 @@ def make_step(model: nn.Module, forward: Callable, batch: StepBatch, clip: float
     return step
 
 
-def loss_and_grads(model: nn.Module, forward: Callable, batch: StepBatch) -> dict[str, torch.Tensor]:
+def loss_and_grads(model: nn.Module, forward: Callable, batch: StepBatch,
+                   amp: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """The loss and the gradient of every parameter (by name) on ``batch``; no update."""
     names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
-    out = forward(**batch.inputs, targets=batch.targets, mask=batch.mask)
+    with _autocast(batch.targets.device, amp):
+        out = forward(**batch.inputs, targets=batch.targets, mask=batch.mask)
     grads = torch.autograd.grad(out.loss, params, allow_unused=True)
     result = {"loss": out.loss.detach()}
     result.update({f"grad {n}": (torch.zeros_like(p) if g is None else g) for n, p, g in zip(names, params, grads)})
@@ -181,15 +217,17 @@ def loss_and_grads(model: nn.Module, forward: Callable, batch: StepBatch) -> dic
 
 
 def checked_variants(variants, config, state, batch, device) -> tuple[list[StepVariant], list[Skipped], dict]:
-    """Variants whose dropout-off loss and gradients equal eager's; the others raise
+    """Variants whose dropout-off loss and gradients equal eager's (fp32: within RTOL/ATOL; bf16: the
+    reduced-precision rule against eager bf16, see the module docstring); the others raise
     :class:`VariantMismatch`, except those that cannot be built (skipped with the reason)."""
     cfg = no_dropout(config)
     reference = loss_and_grads(*variants[0].build(cfg, state, device), batch)
     ok, skipped, worst = [variants[0]], [], {variants[0].name: 0.0}
+    eager_reduced: dict = {}
     for v in variants[1:]:
         try:
             model, forward = v.build(cfg, state, device)
-            got = loss_and_grads(model, forward, batch)
+            got = loss_and_grads(model, forward, batch, v.amp)
         except BackendUnavailable as exc:
             skipped.append(Skipped(v.name, " ".join(str(exc).split())))
             continue
@@ -198,7 +236,17 @@ def checked_variants(variants, config, state, batch, device) -> tuple[list[StepV
                 raise
             skipped.append(Skipped(v.name, describe_error(exc)))
             continue
-        worst[v.name] = check_close(v.name, got, reference, RTOL, ATOL)
+        if v.amp is None:
+            worst[v.name] = check_close(v.name, got, reference, RTOL, ATOL)
+        elif v.kind != "fused":  # eager in this precision: the yardstick of the fused variants
+            eager_reduced[v.amp] = got
+            worst[v.name] = check_reduced(v.name, got, reference, got, BF16_FACTOR, BF16_FLOOR, ATOL,
+                                          tensor_floor=BF16_TENSOR_FLOOR)
+        elif v.amp not in eager_reduced:
+            raise VariantMismatch(f"{v.name}: no eager {PRECISION[v.amp]} variant ran to compare it with")
+        else:
+            worst[v.name] = check_reduced(v.name, got, reference, eager_reduced[v.amp], BF16_FACTOR, BF16_FLOOR, ATOL,
+                                          tensor_floor=BF16_TENSOR_FLOOR)
         ok.append(v)
     return ok, skipped, worst
 
@@ -222,7 +270,7 @@ def first_steps(ok: list[StepVariant], cfg, state, data: StepBatch, dev, preset:
     steps, first = {}, {}
     for v in list(ok):
         model, forward = v.build(cfg, state, dev)
-        step = make_step(model, forward, data)
+        step = make_step(model, forward, data, amp=v.amp)
         before = _inductor_cache_counts()
         t0 = time.perf_counter()
         try:
@@ -249,9 +297,15 @@ def method_notes(dev: torch.device) -> list[str]:
     o = TrainConfig().optim
     return [
         "Same batch, initial weights and seed for every variant; a step = forward + loss + backward + "
-        f"clip_grad_norm_(1.0) + {o.optimizer} (lr {o.lr:g}, weight decay {o.weight_decay:g}), fp32, preset dropout.",
-        f"Checked before timing: loss and every parameter gradient vs eager on the same batch, dropout off "
-        f"(max|d| <= {ATOL:g} + {RTOL:g} max|eager| per tensor).",
+        f"clip_grad_norm_(1.0) + {o.optimizer} (lr {o.lr:g}, weight decay {o.weight_decay:g}), preset dropout; "
+        "fp32, or bf16: the forward under torch.autocast(bfloat16) with fp32 parameters, gradients and optimizer "
+        "(run.autocast=bf16).",
+        f"Checked before timing: loss and every parameter gradient vs eager fp32 on the same batch, dropout off: "
+        f"fp32 max|d| <= {ATOL:g} + {RTOL:g} max|eager| per tensor; bf16 relative RMS error <= {BF16_FACTOR:g}x "
+        f"eager bf16's + {BF16_FLOOR:g} pooled over the loss and every gradient, <= {2 * BF16_FACTOR:g}x + "
+        f"{BF16_TENSOR_FLOOR:.3g} (4 units of bf16 roundoff) on each.",
+        "Speed-up: eager fp32 median / variant median; % of GEMM rate: of the fp32 GEMM rate for fp32 rows, of the "
+        "bf16 GEMM rate for bf16 rows (n/a where it was not measured: a CPU without native bf16).",
         "GFLOP/s = maven_step_flops / median (3x forward Linear + attention FLOPs, less the projections' input "
         "gradients): eager's work, so for a fused variant that skips work it is an effective rate (it can exceed "
         "the GEMM rate); frames/s counts valid frames.",
@@ -270,16 +324,20 @@ def run_train_step(
     seed: int = 0,
     config_for: Callable[[str], MavenConfig] = MavenConfig.preset,
     extra_variants: list[StepVariant] = (),
+    bf16: bool = True,
+    gemm_bf16_gflops: float | None = None,
 ) -> SuiteResult:
     """Checks, then times every variant per preset (module docstring); ``gemm_gflops``
-    (the machine's fp32 GEMM rate) adds a % column. ``config_for``/``batch`` let tests
-    use tiny models; ``extra_variants`` adds variants (a wrong one must fail the run)."""
+    (the machine's fp32 GEMM rate; ``gemm_bf16_gflops`` for the bf16 rows) adds a % column.
+    ``bf16``: the bf16-autocast variants too. ``config_for``/``batch`` let tests use tiny
+    models; ``extra_variants`` adds variants (a wrong one must fail the run)."""
     dev = torch.device(device)
-    variants, skipped = step_variants(dev, include_compile)
+    variants, skipped = step_variants(dev, include_compile, bf16)
     variants += list(extra_variants)
-    header = ["preset", "variant", "median ms", "p20 ms", "p80 ms", "samples/s", "frames/s", "speed-up vs eager",
-              "GFLOP/s"] + (["% of GEMM rate"] if gemm_gflops else []) + ["peak MiB", "first step s"]
-    table = Table(f"Training step, {dev.type}, fp32, batch {batch}", header)
+    header = ["preset", "variant", "precision", "median ms", "p20 ms", "p80 ms", "samples/s", "frames/s",
+              "speed-up vs eager", "GFLOP/s"] + (["% of GEMM rate"] if gemm_gflops else []) + ["peak MiB",
+                                                                                            "first step s"]
+    table = Table(f"Training step, {dev.type}, batch {batch}", header)
     measurements: list[Measurement] = []
     notes: list[str] = []
     for preset in presets:
@@ -294,15 +352,20 @@ def run_train_step(
         memory = {name: peak_memory_mib(fn, dev) for name, fn in steps.items()}
         flops = maven_step_flops(cfg, batch, tv, ta, tt)
         kinds = {v.name: v.kind for v in ok}
+        amps = {v.name: v.amp for v in ok}
         base = timings["eager"].median
         for name, t in timings.items():
             sec = t.median * 1e-3
             gflops = flops / sec / 1e9
-            row = [preset, name, t.median, t.p20, t.p80, batch / sec, data.valid_frames / sec, base / t.median, gflops]
-            row += [100 * gflops / gemm_gflops] if gemm_gflops else []
+            row = [preset, name, PRECISION[amps[name]], t.median, t.p20, t.p80, batch / sec,
+                   data.valid_frames / sec, base / t.median, gflops]
+            if gemm_gflops:
+                rate = gemm_gflops if amps[name] is None else gemm_bf16_gflops
+                row += [100 * gflops / rate if rate else "n/a"]
             row += ["n/a" if memory[name] is None else memory[name], first[name]]
             table.rows.append(row)
-            measurements.append(Measurement(NAME, preset, PASS, name, kinds[name], t, base / t.median, flops))
+            measurements.append(Measurement(NAME, preset, PASSES[amps[name]], name, kinds[name], t, base / t.median,
+                                            flops))
         checked = ", ".join(f"{k} {w:.2g}" for k, w in worst.items() if k != "eager") or "only eager ran"
         notes.append(f"{preset}: (Tv, Ta, Tt) = {(tv, ta, tt)}, {flops / 1e9:.3g} GFLOP per step; largest check "
                      f"error / tolerance: {checked}")

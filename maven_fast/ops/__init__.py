@@ -8,6 +8,7 @@ from maven_fast.ops.cross_modal import (
     cross_modal_reference,
     plan_pathways,
 )
+from maven_fast.ops import cpu_gemm  # noqa: F401  (registers the fake of maven_fast::_cpu_gemm)
 from maven_fast.ops.frame_concat_linear import frame_concat_linear
 from maven_fast.ops.polar_head import PolarHeadOutput, polar_head, polar_head_reference
 

@@ -403,6 +403,45 @@ def make_backward(backward_op):
     return _backward
 
 
+class _CppBlockFunction(torch.autograd.Function):
+    """Eager-mode autograd of the C++ op without torch.library's Python wrapper.
+
+    ``register_autograd`` (below) is what torch.compile and direct calls of
+    ``torch.ops.maven_fast.cross_modal_block`` use; in eager mode its wrapper
+    flattens and unflattens the op's four lists of parameters with pytree on
+    every call, forward and backward (about a quarter of the Python time around
+    the op at small shapes). This Function calls the same forward and backward
+    ops below the Autograd key, with the same ``saved`` layout."""
+
+    @staticmethod
+    def forward(ctx, scalars, lens, rng, *tensors):
+        ln_eps, num_heads, modes, attn_p, out_p, training = scalars
+        x_v, x_a, x_t = tensors[:3]
+        p = [list(tensors[3 + 6 * i: 9 + 6 * i]) for i in range(4)]
+        with torch._C._AutoDispatchBelowAutograd():
+            v, a, t, saved = torch.ops.maven_fast.cross_modal_block(
+                x_v, x_a, x_t, *lens, *p, tensors[27], tensors[28], ln_eps, num_heads, modes, attn_p, out_p,
+                training, rng)
+        ctx.scalars = scalars
+        ctx.n_saved = len(saved)
+        ctx.save_for_backward(*tensors, *lens, *saved)
+        ctx.set_materialize_grads(False)
+        return v, a, t
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_v, grad_a, grad_t):
+        ts = ctx.saved_tensors
+        tensors, lens, saved = ts[:29], ts[29:32], list(ts[32:])
+        x_v, x_a, x_t = tensors[:3]
+        p = [list(tensors[3 + 6 * i: 9 + 6 * i]) for i in range(4)]
+        grads = [g if g is not None else torch.zeros_like(x) for g, x in zip((grad_v, grad_a, grad_t), (x_v, x_a, x_t))]
+        with torch._C._AutoDispatchBelowAutograd():
+            g = torch.ops.maven_fast.cross_modal_block_backward(
+                *grads, x_v, x_a, x_t, *lens, *p, tensors[27], tensors[28], *ctx.scalars, saved)
+        return (None, None, None, *g)
+
+
 def _register_cpp_op() -> None:
     torch.library.register_fake("maven_fast::cross_modal_block")(_fake_forward)
     torch.library.register_fake("maven_fast::cross_modal_block_backward")(_fake_backward)
@@ -466,9 +505,15 @@ def cross_modal_block(
                               x_v.device.type, name, x_v.dtype)
     else:
         modes = [int(m) for m in shortcuts]
+    if name != "triton" and not torch.compiler.is_compiling():
+        # cpu, cuda in eager mode: the C++ op through its lean autograd Function
+        scalars = (prm.ln_eps, prm.num_heads, modes, attn_p, float(dropout_p), bool(training))
+        return _CppBlockFunction.apply(
+            scalars, lens, rng, x_v, x_a, x_t, *prm.in_proj_weight, *prm.in_proj_bias, *prm.out_proj_weight,
+            *prm.out_proj_bias, prm.ln_weight, prm.ln_bias)
     if name == "triton":
         op = _triton_op()
-    else:  # cpu, cuda: the C++ op, dispatched by device
+    else:  # cpu, cuda under torch.compile: the C++ op with its registered autograd
         op = torch.ops.maven_fast.cross_modal_block
     v, a, t, _ = op(
         x_v, x_a, x_t, lens[0], lens[1], lens[2],

@@ -51,7 +51,7 @@ class RunConfig:
     seed: int = 0
     backend: Literal["auto", "eager", "cpu", "cuda", "triton"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    autocast: Literal["auto", "none", "bf16"] = "auto"   # auto: bf16 on GPU, none on CPU
+    autocast: Literal["auto", "none", "bf16"] = "auto"   # auto: bf16 on GPU and on CPUs with native bf16, else none
     compile: bool = False              # torch.compile the model
     deterministic: bool = True         # torch.use_deterministic_algorithms (exact resume on CPU)
     log_every: int = 10                # steps between CSV/TensorBoard training rows

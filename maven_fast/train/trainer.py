@@ -62,9 +62,14 @@ class _StridedSampler(Sampler):
 
 
 def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """``run.autocast``: ``auto`` is bf16 on a GPU and on a CPU with native bf16 matmuls
+    (AVX512-BF16 or AMX), fp32 on other CPUs, where emulated bf16 is slower than fp32
+    (README, "bf16 on the CPU")."""
+    from maven_fast.backends import cpu_native_bf16
+
     mode = cfg.run.autocast
     if mode == "auto":
-        mode = "bf16" if device.type == "cuda" else "none"
+        mode = "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_native_bf16()) else "none"
     return torch.bfloat16 if mode == "bf16" else None
 
 

@@ -1,0 +1,141 @@
+"""bf16 on the CPU, first-class (issue 16): every fused op in bf16 with fp32
+accumulation, on every preset, held to the SPEC 5 rule for reduced precision:
+the fused error against an fp64 reference (RMS over the tensor) is at most twice
+eager PyTorch's error in the same precision, plus a floor of 1e-3 x the
+reference's RMS (a quarter of bf16's unit roundoff).
+
+Per op: the cross-modal block in every pathway mode (general, key length 1,
+weight absorption) called in bf16 directly, against eager in bf16; the
+skinny GEMMs and the polar head have their own bf16 tests
+(test_cpu_kernels.py, test_polar_head.py). Per preset: the whole model under
+``torch.autocast("cpu", torch.bfloat16)`` on the fused backend vs eager under
+the same autocast, loss, outputs and every parameter gradient."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from maven_fast import MAVEN
+from maven_fast._extension import extension
+from maven_fast.ops.cross_modal import cross_modal_block, cross_modal_reference
+from cross_modal_cases import all_modes, inputs, make_params, param_list, with_params
+from test_model_backends import inputs as model_inputs
+from test_model_backends import small_config
+
+pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
+
+FLOOR = 1e-3  # absolute floor, relative to the RMS of the reference tensor (bf16's unit roundoff is 3.9e-3)
+
+
+def _err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    # Root-mean-square error: per element the bf16 roundings of fused and eager
+    # differ at random, so a max over a few thousand elements is noisy; the RMS is not.
+    return (got.double() - ref.double()).pow(2).mean().sqrt().item()
+
+
+def check_rule(name, fused, eager, ref, factor=2.0):
+    scale = ref.double().pow(2).mean().sqrt().item()
+    e_fused, e_eager = _err(fused, ref), _err(eager, ref)
+    assert e_fused <= factor * e_eager + FLOOR * scale, (
+        f"{name}: fused bf16 error {e_fused:.3g} > {factor} x eager bf16 error {e_eager:.3g} "
+        f"+ {FLOOR} x {scale:.3g}")
+
+
+# --------------------------------------------------------------------------- the op
+@pytest.mark.parametrize("t,shortcuts", [((17, 3, 1), False), ((17, 3, 1), True), ((9, 40, 5), "absorb"),
+                                         ((1, 1, 1), True), ((70, 33, 12), False)])
+def test_cross_modal_block_bf16(t, shortcuts):
+    torch.manual_seed(0)
+    d, h = 64, 2
+    prm = make_params(d, h)
+    xs, lens = inputs(t, b=3, d=d)
+    xs = [x.detach() for x in xs]
+    gs = [torch.randn(3, ti, d) for ti in t]
+
+    def run(dtype, backend):
+        p = prm.cast(dtype)
+        flat = [q.detach().requires_grad_() for q in param_list(p)]
+        p = with_params(p, flat)
+        x = [v.to(dtype).requires_grad_() for v in xs]
+        if backend == "eager":
+            out = cross_modal_reference(*x, *lens, p)
+        else:
+            out = cross_modal_block(*x, *lens, params=p, backend=backend, shortcuts=all_modes(t, shortcuts))
+        grads = torch.autograd.grad(out, x + flat, [g.to(dtype) for g in gs])
+        for o in out:
+            assert o.dtype == dtype
+        return list(out), list(grads)
+
+    ref_out, ref_g = run(torch.float64, "eager")
+    eager_out, eager_g = run(torch.bfloat16, "eager")
+    fused_out, fused_g = run(torch.bfloat16, "cpu")
+    for i, (f, e, r) in enumerate(zip(fused_out, eager_out, ref_out)):
+        check_rule(f"output {i}", f, e, r)
+    for i, (f, e, r) in enumerate(zip(fused_g, eager_g, ref_g)):
+        assert f.dtype == torch.bfloat16
+        check_rule(f"gradient {i}", f, e, r)
+
+
+# --------------------------------------------------------------------------- the model, every preset
+def _step(model, args, lengths, targets, mask, autocast: bool):
+    model.zero_grad(set_to_none=True)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
+    with ctx:
+        out = model(*args, **lengths, targets=targets, mask=mask)
+    out.loss.backward()
+    grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    return out, grads
+
+
+@pytest.mark.parametrize("preset", ["reference_mlp", "reference_beit", "paper"])
+def test_model_bf16_autocast_per_preset(preset):
+    cfg = small_config(preset)
+    torch.manual_seed(0)
+    model = MAVEN(cfg, backend="eager").train()
+    args, lengths, targets, mask = model_inputs(cfg, pooled=preset != "paper")
+
+    ref_model = copy.deepcopy(model).double()
+    ref, ref_grads = _step(ref_model, [a.double() for a in args], lengths, targets.double(), mask, False)
+    eager, eager_grads = _step(model, args, lengths, targets, mask, True)
+    model.set_backend("cpu")
+    fused, fused_grads = _step(model, args, lengths, targets, mask, True)
+
+    assert fused.valence_arousal.dtype == eager.valence_arousal.dtype
+    check_rule("valence_arousal", fused.valence_arousal, eager.valence_arousal, ref.valence_arousal)
+    check_rule("loss", fused.loss, eager.loss, ref.loss)
+    assert fused_grads.keys() == eager_grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        assert fused_grads[name].dtype == torch.float32  # parameters stay fp32 under autocast
+        check_rule(name, fused_grads[name], eager_grads[name], ref_grads[name])
+
+
+# --------------------------------------------------------------------------- run.autocast=auto
+def test_autocast_auto_follows_native_bf16(monkeypatch):
+    import maven_fast.backends as backends
+    from maven_fast.train.config import TrainConfig
+    from maven_fast.train.trainer import _autocast_dtype
+
+    cfg = TrainConfig()
+    assert cfg.run.autocast == "auto"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: False)
+    assert _autocast_dtype(cfg, cpu) is None            # emulated bf16 is slower than fp32
+    assert _autocast_dtype(cfg, cuda) == torch.bfloat16
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: True)
+    assert _autocast_dtype(cfg, cpu) == torch.bfloat16  # AVX512-BF16 / AMX
+    cfg.run.autocast = "none"
+    assert _autocast_dtype(cfg, cpu) is None
+    cfg.run.autocast = "bf16"
+    monkeypatch.setattr(backends, "cpu_native_bf16", lambda: False)
+    assert _autocast_dtype(cfg, cpu) == torch.bfloat16  # asked for explicitly
+
+
+def test_cpu_native_bf16_reads_the_cpu():
+    from maven_fast.backends import cpu_native_bf16
+
+    flags = torch._C._cpu._get_cpu_capability() if hasattr(torch._C._cpu, "_get_cpu_capability") else None
+    if not isinstance(flags, dict) or "avx512_bf16" not in flags:
+        pytest.skip("this torch does not report the CPU's flags")
+    assert cpu_native_bf16() == bool(flags["avx512_bf16"] or flags.get("amx_tile") or flags.get("amx_bf16"))
