@@ -35,7 +35,10 @@ def main(argv=None) -> int:
     return run_and_report(
         "train_step", args,
         lambda: run_train_step(args.device, presets, rounds=3 if args.quick else 7, gemm_gflops=gemm,
-                               include_compile=not args.quick, gemm_bf16_gflops=gemm_bf16),
+                               include_compile=not args.quick, gemm_bf16_gflops=gemm_bf16,
+                               bf16_presets=None if gemm_bf16 else ("reference_mlp",),
+                               bf16_left_out_reason=f"{bf16_matmul_support(args.device)}, which makes this "
+                                                    "preset's step many times slower"),
         "Training step benchmark", notes=[f"fp32 GEMM rate measured in this run: {gemm:.0f} GFLOP/s; bf16: "
                                              + (f"{gemm_bf16:.0f} GFLOP/s" if gemm_bf16 else
                                                 f"not measured ({bf16_matmul_support(args.device)})")])

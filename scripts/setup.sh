@@ -5,6 +5,9 @@
 #   2. the stack's pinned packages
 #   3. an editable, no-build-isolation build of maven_fast and its extension
 #
+# `--packages-only` (after --stack, if any) stops after step 2: .ci/run installs the
+# oldest stack's packages in the background while the pinned leg builds and tests.
+#
 # Two stacks (MAVEN_FAST_STACK, or `--stack NAME` as the first arguments):
 #   pinned (default)  requirements/pinned.txt (torch 2.14.1 etc.), .venv/, build/{wheel_tag}
 #   oldest            the oldest supported torch: requirements/oldest.txt (torch 2.11.0,
@@ -20,6 +23,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ "${1:-}" = "--stack" ]; then MAVEN_FAST_STACK="${2:?--stack needs a name: pinned or oldest}"; shift 2; fi
+PACKAGES_ONLY=0
+if [ "${1:-}" = "--packages-only" ]; then PACKAGES_ONLY=1; shift; fi
+[ $# -eq 0 ] || { echo "[setup] unknown argument '$1' (usage: setup.sh [--stack pinned|oldest] [--packages-only])" >&2; exit 2; }
 STACK="${MAVEN_FAST_STACK:-pinned}"
 log() { echo "[setup] $*" >&2; }
 case "$STACK" in
@@ -71,6 +77,7 @@ if [ "$(cat "$VENV/.requirements-stamp" 2>/dev/null)" != "$req_hash" ]; then
   quiet_pip install -q -r "$REQ"
   echo "$req_hash" > "$VENV/.requirements-stamp"
 fi
+if [ "$PACKAGES_ONLY" = 1 ]; then log "$STACK stack's packages installed in $VENV (--packages-only: no build)"; exit 0; fi
 
 # ---------------------------------------------------------------- 3. build
 # Find the real CUDA toolkit (nvcc on PATH may be a wrapper script): CMake needs

@@ -339,6 +339,19 @@ def test_train_step_suite_runs_on_a_tiny_model():
     assert all(r[speedup] == 1.0 for r in table.rows if r[1] == "eager")
 
 
+def test_train_step_suite_leaves_out_bf16_of_presets_not_asked_for_with_the_reason():
+    result = train_step_suite.run_train_step("cpu", ("reference_mlp", "paper"), rounds=1, include_compile=False,
+                                             batch=2, config_for=tiny_config, bf16_presets=("reference_mlp",),
+                                             bf16_left_out_reason="no native bf16 here")
+    (table,) = result.section.tables
+    precision = table.header.index("precision")
+    by_preset = {p: {r[precision] for r in table.rows if r[0] == p} for p in ("reference_mlp", "paper")}
+    assert by_preset == {"reference_mlp": {"fp32", "bf16"}, "paper": {"fp32"}}
+    left_out = {s.variant: s.reason for s in result.skipped if s.variant.startswith("paper: ")}
+    assert set(left_out) == {"paper: eager bf16", "paper: maven_fast cpu bf16"}
+    assert all(r == "left out: no native bf16 here" for r in left_out.values())
+
+
 def test_cross_modal_suite_checks_sdpa_on_tiny_shapes():
     result = run_cross_modal("cpu", ("reference_mlp (64, 1, 1)",), rounds=1, batch=2, embed=16,
                              include_compile=False)
@@ -470,3 +483,31 @@ def test_cpu_bf16_block_cases_only_with_native_bf16(monkeypatch):
                              gemm_gflops=100.0, rates={"gemm_bf16": (200.0, "")})
     fused = result.find("paper (64, 100, 32) bf16", "forward+backward", kind="fused")
     assert fused, "the fused block passed its bf16 check and was timed"
+
+
+def _profile_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "profile_train_step.py"
+    spec = importlib.util.spec_from_file_location("profile_train_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_step_profile_groups_ops_and_accounts_for_the_step():
+    prof = _profile_script()
+    # names that contain another group's key must land in their own group
+    assert prof.group_of("aten::addmm") == "GEMM" and prof.group_of("aten::add") == "element-wise and reductions"
+    assert prof.group_of("maven_fast::cross_modal_block_backward") == "fused cross-modal block"
+    assert prof.group_of("aten::native_layer_norm_backward") == "LayerNorm"
+    assert prof.group_of("aten::bernoulli_") == "dropout masks"
+    assert prof.group_of("aten::_foreach_norm") == "clip_grad_norm" and prof.group_of("aten::_foreach_mul_") == "Adam"
+    wall, groups, top = prof.profile_variant(tiny_config("paper"), "cpu", None, torch.device("cpu"), steps=1)
+    assert wall > 0 and groups["GEMM"] > 0 and groups["fused cross-modal block"] > 0
+    assert sum(groups.values()) <= 1.05 * wall, (sum(groups.values()), wall)   # self times of one thread's ops
+    assert len(top) >= 8 and all(v >= 0 for v in top.values())
+    text = prof.render("paper", torch.device("cpu"), 1, {"cpu fp32": (wall, groups, top)}, 10**9, {"fp32": 100.0})
+    share = next(line for line in text.splitlines() if line.startswith("| step's share of the GEMM rate |"))
+    assert share == f"| step's share of the GEMM rate | {100 * 1e9 / (wall * 1e-3) / 1e9 / 100:.0f}% |"

@@ -326,11 +326,14 @@ def run_train_step(
     extra_variants: list[StepVariant] = (),
     bf16: bool = True,
     gemm_bf16_gflops: float | None = None,
+    bf16_presets: tuple[str, ...] | None = None,
+    bf16_left_out_reason: str = "",
 ) -> SuiteResult:
     """Checks, then times every variant per preset (module docstring); ``gemm_gflops``
     (the machine's fp32 GEMM rate; ``gemm_bf16_gflops`` for the bf16 rows) adds a % column.
-    ``bf16``: the bf16-autocast variants too. ``config_for``/``batch`` let tests use tiny
-    models; ``extra_variants`` adds variants (a wrong one must fail the run)."""
+    ``bf16``: the bf16-autocast variants too, for the presets in ``bf16_presets`` (None: all; the
+    others are listed as left out with ``bf16_left_out_reason``). ``config_for``/``batch`` let tests
+    use tiny models; ``extra_variants`` adds variants (a wrong one must fail the run)."""
     dev = torch.device(device)
     variants, skipped = step_variants(dev, include_compile, bf16)
     variants += list(extra_variants)
@@ -342,10 +345,15 @@ def run_train_step(
     notes: list[str] = []
     for preset in presets:
         cfg = config_for(preset)
+        here = variants
+        if bf16 and bf16_presets is not None and preset not in bf16_presets:
+            here = [v for v in variants if v.amp is None]
+            skipped += [Skipped(f"{preset}: {v.name}", f"left out: {bf16_left_out_reason}")
+                        for v in variants if v.amp is not None]
         tv, ta, tt = SHAPES[cfg.variant]
         state = _initial_state(cfg, seed)
         data = make_batch(cfg, batch, tv, ta, tt, dev, seed)
-        ok, skipped_here, worst = checked_variants(variants, cfg, state, data, dev)
+        ok, skipped_here, worst = checked_variants(here, cfg, state, data, dev)
         skipped += [s for s in skipped_here if all(s.variant != k.variant for k in skipped)]
         steps, first = first_steps(ok, cfg, state, data, dev, preset, skipped, notes)
         timings = time_interleaved(steps, dev, rounds=rounds, warmup=1)
