@@ -185,12 +185,9 @@ def available_backends(device: torch.device | str = "cpu") -> dict[str, list[str
 def cpu_native_bf16() -> bool:
     """True when this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX), so bf16
     GEMMs run faster than fp32 ones; without them torch emulates bf16 and it is slower than fp32
-    (measured on a 2-core AVX2 EPYC: F.linear 1024 x 1024 x 512 in bf16 at a quarter of fp32's
-    rate). What ``run.autocast=auto`` and the benchmarks' bf16 GEMM ceiling go by."""
-    import torch
+    (measured on a 2-core AVX2 EPYC: the reference_mlp training step 30x slower in eager bf16
+    than in fp32). What ``run.autocast=auto`` and the benchmarks' bf16 GEMM ceiling go by; the
+    same test as the encoders' ``compute_dtype=auto`` (:func:`maven_fast.encoders.precision.fast_bf16`)."""
+    from maven_fast.encoders.precision import cpu_bf16_features
 
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        check = getattr(torch.cpu, name, None)
-        if check is not None and check():
-            return True
-    return False
+    return bool(cpu_bf16_features())

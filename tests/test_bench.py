@@ -485,6 +485,17 @@ def test_cpu_bf16_block_cases_only_with_native_bf16(monkeypatch):
     assert fused, "the fused block passed its bf16 check and was timed"
 
 
+@pytest.mark.parametrize("script,flags", [("profile_train_step.py", ("--preset", "--steps", "--out")),
+                                          ("pipeline_memory.py", ("--minutes", "--device", "--out"))])
+def test_bench_analysis_scripts_help(script, flags):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / script
+    out = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert all(f in out.stdout for f in flags), out.stdout
+
+
 def _profile_script():
     import importlib.util
     from pathlib import Path

@@ -294,6 +294,28 @@ def _run_pass(name: str, work: Path, log, in_process: bool = False, **kw) -> dic
     return data
 
 
+def measure_memory(work: Path, log, lengths: tuple[float, ...], device: str = "cpu",
+                   in_process: bool = False) -> dict[float, dict]:
+    """The ``memory`` pass: per video length (seconds), a generated video of that length predicted
+    whole with the tiny encoders in fp32, in its own process; ``{seconds: predict pass result}``."""
+    memory = {}
+    for seconds in lengths:
+        mem_root = work / f"mem-{int(seconds)}"
+        mem = make_dataset(mem_root, seconds, seconds)
+        memory[seconds] = _run_pass("predict", work, log, dtype="float32", encoders="tiny", video=mem["video"],
+                                    transcript=mem["transcript"], root=mem_root, device=device,
+                                    in_process=in_process)
+    return memory
+
+
+def memory_table(memory: dict[float, dict]) -> Table:
+    """Predict's peak RSS per video length (the ``memory`` pass)."""
+    rows = [[f"{s / 60:.0f} min", r["frames"], round(r["wall_s"], 1), round(r["peak_rss_mib"])]
+            for s, r in sorted(memory.items())]
+    return Table("Predict's peak RSS against video length (tiny encoders, fp32)",
+                 ["video", "frames", "wall s", "peak RSS MiB"], rows)
+
+
 def run_pipeline(device: str, quick: bool, log=print, work_dir: str | None = None,
                  dtypes: tuple[str, ...] = ("float32", "bfloat16"), encoders: str = "base-random",
                  video_seconds: float = 300.0, processed: float | None = None,
@@ -327,12 +349,7 @@ def run_pipeline(device: str, quick: bool, log=print, work_dir: str | None = Non
                                                     frame_batch=frame_batch, **common, **dev)
             results[f"predict-{dtype}"] = _run_pass("predict", work, log, dtype=dtype, encoders=encoders,
                                                     frame_batch=frame_batch, **common, **dev)
-        memory = {}
-        for seconds in memory_lengths:
-            mem_root = work / f"mem-{int(seconds)}"
-            mem = make_dataset(mem_root, seconds, seconds)
-            memory[seconds] = _run_pass("predict", work, log, dtype="float32", encoders="tiny",
-                                        video=mem["video"], transcript=mem["transcript"], root=mem_root, **dev)
+        memory = measure_memory(work, log, memory_lengths, **dev)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -406,14 +423,11 @@ def _section(results, memory, quick, processed, video_seconds, generate_s, bf16_
     if f32 and b16:
         speed.append(["extract end-to-end bf16 / fp32", (b16["frames"] / b16["wall_s"]) /
                       (f32["frames"] / f32["wall_s"]), ">= 2 (issue target, on a bf16 CPU)"])
-    mem_rows = [[f"{s / 60:.0f} min", r["frames"], round(r["wall_s"], 1), round(r["peak_rss_mib"])]
-                for s, r in sorted(memory.items())]
     if len(memory) == 2:
         (s1, r1), (s2, r2) = sorted(memory.items())
         speed.append([f"predict peak RSS {s2 / 60:.0f} min / {s1 / 60:.0f} min (tiny encoders)",
                       r2["peak_rss_mib"] / r1["peak_rss_mib"], "<= 1.10"])
-    mem = Table("Predict's peak RSS against video length (tiny encoders, fp32)",
-                ["video", "frames", "wall s", "peak RSS MiB"], mem_rows)
+    mem = memory_table(memory)
     ratios = Table("Ratios", ["what", "value", "target"], speed)
     return Section("Pipeline: video to features and to valence/arousal", [passes, encoder, alone, ratios, mem],
                    notes=notes)
