@@ -207,18 +207,40 @@ void forward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b
   }
 }
 
+// One query row of the backward, on a key block of width bk starting at key j0:
+//   p = exp(s - lse),  z_j = keep_j / (1 - p_drop) (1 without dropout)
+//   sr  <- p z                                  (P~, for dV = P~^T dO)
+//   dpr <- scale p (z (dpr + extra) - D)        (scale dS; extra = dpsum of the absorbed form)
+template <typename acc_t>
+void softmax_backward_row(acc_t* sr, acc_t* dpr, int64_t bk, acc_t lse, acc_t extra, acc_t d, acc_t scale,
+                          const DropoutState& drop, uint32_t stream, int64_t b, int64_t row, int64_t j0,
+                          std::vector<uint8_t>& keep) {
+  using V = Vectorized<acc_t>;
+  at::vec::map([lse](V x) { return (x - V(lse)).exp(); }, sr, sr, bk);
+  if (!drop.on) {
+    at::vec::map2([extra, d, scale](V p, V g) { return V(scale) * p * (g + V(extra - d)); }, dpr, sr, dpr, bk);
+    return;
+  }
+  const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
+  drop.philox.keep_row(stream, b, row, j0, bk, drop.threshold, keep.data());
+  for (int64_t j = 0; j < bk; ++j) {
+    const acc_t z = keep[j] ? inv_keep : acc_t(0);
+    const acc_t p = sr[j];
+    dpr[j] = scale * p * ((dpr[j] + extra) * z - d);
+    sr[j] = p * z;
+  }
+}
+
 template <typename scalar_t>
 void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
                    int64_t h1, Scratch<at::opmath_type<scalar_t>>& ws) {
   using acc_t = at::opmath_type<scalar_t>;
-  using V = Vectorized<acc_t>;
   const int64_t len = P.key_len[b], dk = P.dk, dv = P.dv, tq = P.tq, tk = P.tk;
   MF_BOUNDS_CHECK(len >= 0 && len <= tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", tk, "]");
   MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention backward task out of range");
   const bool shared_kv = P.k.sh == 0;
   const bool packed = tq >= 4;
   const acc_t scale = static_cast<acc_t>(P.scale);
-  const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
   // dK/dV accumulators for all keys of this task; with shared K = V one
   // buffer collects dK + dV of every head.
   ws.dk.assign(std::max<int64_t>(1, len * dk), acc_t(0));
@@ -274,23 +296,8 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
         for (int64_t r = 0; r < bq; ++r) {
           acc_t* sr = s + r * bk;    // -> p, then p~ (dropped) for dV
           acc_t* dpr = dp + r * bk;  // -> scale * ds
-          const acc_t lse_r = lse[i0 + r];
-          const acc_t extra = dpsum ? dpsum[i0 + r] : acc_t(0);
-          const acc_t d_r = ws.row[r];
-          at::vec::map([lse_r](V x) { return (x - V(lse_r)).exp(); }, sr, sr, bk);
-          if (drop.on) {
-            drop.philox.keep_row(stream, b, i0 + r, j0, bk, drop.threshold, ws.keep.data());
-            for (int64_t j = 0; j < bk; ++j) {
-              const acc_t z = ws.keep[j] ? inv_keep : acc_t(0);
-              const acc_t p = sr[j];
-              dpr[j] = scale * p * ((dpr[j] + extra) * z - d_r);
-              sr[j] = p * z;
-            }
-          } else {
-            at::vec::map2(
-                [extra, d_r, scale](V p, V g) { return V(scale) * p * (g + V(extra - d_r)); }, dpr,
-                sr, dpr, bk);
-          }
+          softmax_backward_row(sr, dpr, bk, lse[i0 + r], dpsum ? dpsum[i0 + r] : acc_t(0), ws.row[r], scale,
+                               drop, stream, b, i0 + r, j0, ws.keep);
         }
         // dV[j0:] += P~^T dO;  dQ += dS K;  dK[j0:] += dS^T Q.
         micro::gemm_nn<acc_t>(bk, dv, bq, acc_t(1), s, 1, bk, dout, lddo, true, dv_acc + j0 * dv, dv);
@@ -336,7 +343,6 @@ template <typename scalar_t>
 void backward_task_shared_small(const AttentionProblem& P, const DropoutState& drop, int64_t b,
                                 Scratch<at::opmath_type<scalar_t>>& ws) {
   using acc_t = at::opmath_type<scalar_t>;
-  using V = Vectorized<acc_t>;
   const int64_t len = P.key_len[b], d = P.dk, tq = P.tq, H = P.heads;
   MF_BOUNDS_CHECK(len >= 0 && len <= P.tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", P.tk, "]");
   MF_BOUNDS_CHECK(P.dk == P.dv && P.k.sh == 0 && tq <= kSmallQ, "small shared-K backward misused");
@@ -346,7 +352,6 @@ void backward_task_shared_small(const AttentionProblem& P, const DropoutState& d
     return;
   }
   const acc_t scale = static_cast<acc_t>(P.scale);
-  const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
   const bool packed = tq >= 4;
   const KeyView<scalar_t, acc_t> K = key_view<scalar_t, acc_t>(P.k, b, 0, len, d, packed, ws.k, ws.kt);
   const int64_t nf = 2 * H * tq;  // factor rows
@@ -391,22 +396,8 @@ void backward_task_shared_small(const AttentionProblem& P, const DropoutState& d
       for (int64_t r = 0; r < tq; ++r) {
         acc_t* sr = s + r * bk;
         acc_t* dpr = dp + r * bk;
-        const acc_t lse_r = lse[r];
-        const acc_t extra = dpsum ? dpsum[r] : acc_t(0);
-        const acc_t d_r = ws.row[h * tq + r];
-        at::vec::map([lse_r](V x) { return (x - V(lse_r)).exp(); }, sr, sr, bk);
-        if (drop.on) {
-          drop.philox.keep_row(stream, b, r, j0, bk, drop.threshold, ws.keep.data());
-          for (int64_t j = 0; j < bk; ++j) {
-            const acc_t z = ws.keep[j] ? inv_keep : acc_t(0);
-            const acc_t p = sr[j];
-            dpr[j] = scale * p * ((dpr[j] + extra) * z - d_r);
-            sr[j] = p * z;
-          }
-        } else {
-          at::vec::map2([extra, d_r, scale](V p, V g) { return V(scale) * p * (g + V(extra - d_r)); },
-                        dpr, sr, dpr, bk);
-        }
+        softmax_backward_row(sr, dpr, bk, lse[r], dpsum ? dpsum[r] : acc_t(0), ws.row[h * tq + r], scale, drop,
+                             stream, b, r, j0, ws.keep);
       }
       micro::gemm_nn<acc_t>(tq, d, bk, acc_t(1), dp, bk, 1, kb, K.ld, true, ws.dq.data() + h * tq * d, d);
     }
