@@ -267,6 +267,30 @@ def test_damaged_cache_index_is_a_data_error_naming_the_index(tmp_path, index):
         assert err.value.line == 2
 
 
+def test_index_claiming_huge_segments_builds_at_once_and_reading_names_the_shard(tmp_path):
+    """fuzz: frame_stop scaled to 10^12 with max_frames=1 made the dataset build 10^12 items (a hang)."""
+    import time
+
+    from maven_fast.data import FeatureCacheDataset
+
+    seg = {"key": "0000", "index": 0, "frame_start": 0, "frame_stop": 10**12, "num_audio_frames": 1,
+           "num_text_tokens": 1, "start": 0.0, "end": 1.0, "text": ""}
+    index = {"signature": SIG, "splits": {"train": {"videos": [{"name": "p", "shard": "train/p.safetensors",
+                                                                "segments": [seg]}], "failed": []}}}
+    write(tmp_path, cf.INDEX_FILE, json.dumps(index).encode())
+    (tmp_path / "train").mkdir()
+    shard = write(tmp_path, "train/p.safetensors", b"not a safetensors file")
+    began = time.perf_counter()
+    ds = FeatureCacheDataset(tmp_path, "train", max_frames=1)
+    assert time.perf_counter() - began < 1.0
+    assert len(ds) == 10**12 and ds.item(10**12 - 1).window == (10**12 - 1, 10**12)
+    with pytest.raises(IndexError):
+        ds.item(10**12)
+    with pytest.raises(DataError) as err:
+        ds[5]
+    assert err.value.path == str(shard)
+
+
 # ------------------------------------------------------------------ checkpoints
 def _checkpoint(tmp_path):
     from maven_fast.model import MAVEN

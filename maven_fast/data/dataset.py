@@ -11,6 +11,7 @@ vector per segment, ``[B, Da]`` and ``[B, Dt]``, and their lengths are None.
 """
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,13 @@ class FeatureCacheDataset(Dataset):
             raise ValueError("max_frames must be positive")
         self.split, self.pooled, self.dtype = split, pooled, dtype
         self.mask_missing_images = mask_missing_images
-        self.items: list[CachedSegment] = []
+        # One entry per segment and the running count of its windows: item i is found by bisection,
+        # so building the dataset costs the number of segments, never the number of windows (an
+        # index whose frame counts are huge must not make max_frames=1 build billions of items).
+        self._segments: list[tuple[str, str, dict]] = []
+        self._ends: list[int] = []
+        self._max_frames = max_frames
+        total = 0
         for i, video in enumerate(self.index["splits"][split]["videos"]):
             shard = str(self.cache_dir / video["shard"])
             if not os.path.isfile(shard):
@@ -86,10 +93,11 @@ class FeatureCacheDataset(Dataset):
                                             "not found", fix=fix)
             for seg in video["segments"]:
                 n = seg["frame_stop"] - seg["frame_start"]
-                step = max_frames or n
-                for a in range(0, n, step):
-                    self.items.append(CachedSegment(shard, seg["key"], video["name"], seg,
-                                                    (a, min(n, a + step))))
+                windows = -(-n // max_frames) if max_frames else (1 if n > 0 else 0)
+                if windows:
+                    total += windows
+                    self._segments.append((shard, video["name"], seg))
+                    self._ends.append(total)
         self._open: tuple[str, Any, set[str]] | None = None
 
     @property
@@ -101,7 +109,20 @@ class FeatureCacheDataset(Dataset):
         return self.index["splits"][self.split]["failed"]
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self._ends[-1] if self._ends else 0
+
+    def item(self, i: int) -> CachedSegment:
+        """Where item ``i`` lives: its shard, segment and frame window."""
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} of a dataset of {len(self)}")
+        j = bisect.bisect_right(self._ends, i)
+        shard, name, seg = self._segments[j]
+        n = seg["frame_stop"] - seg["frame_start"]
+        step = self._max_frames or n
+        a = (i - (self._ends[j - 1] if j else 0)) * step
+        return CachedSegment(shard, seg["key"], name, seg, (a, min(n, a + step)))
 
     def _shard(self, path: str):
         from safetensors import safe_open
@@ -112,7 +133,7 @@ class FeatureCacheDataset(Dataset):
         return self._open[1], self._open[2]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.items[i]
+        item = self.item(i)
         try:
             f, keys = self._shard(item.shard)
             cf.check_shard_tensors(f, [item.segment], self.signature, keys)
