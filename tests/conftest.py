@@ -52,11 +52,15 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True, scope="session")
 def _compute_dtype_auto_is_float32_on_cpu():
-    """``compute_dtype="auto"`` (extract's default) resolves by the CPU's bf16 features; the suite
-    pins it to fp32 on the CPU so its results do not depend on the machine. The tests of ``auto``
-    itself (test_encoder_runtime.py) set the features they need."""
+    """``compute_dtype="auto"`` (extract's default) and ``run.autocast=auto`` resolve by the CPU's
+    bf16 features; the suite pins both to fp32 on the CPU so its results do not depend on the
+    machine. An environment variable, so the processes tests start (a killed and resumed run,
+    torchrun ranks) resolve ``auto`` as the test process does. The tests of ``auto`` itself set
+    the features they need."""
+    from maven_fast.encoders.precision import CPU_BF16_ENV
+
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("maven_fast.encoders.precision.cpu_bf16_features", lambda: [])
+        mp.setenv(CPU_BF16_ENV, "0")
         yield
 
 

@@ -2,6 +2,7 @@
 before timing, ``maven-fast bench``. No timing assertions."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import subprocess
@@ -435,8 +436,21 @@ def test_accuracy_compares_fused_and_eager_training():
 def test_bench_help():
     out = subprocess.run([sys.executable, "-m", "maven_fast", "bench", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for flag in ("--quick", "--device", "--out", "SPEC 6"):
+    for flag in ("--quick", "--device", "--out", "SPEC 6", "--pipeline-seconds"):
         assert flag in out.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pipeline-seconds", "20"], "--pipeline-seconds applies to the pipeline suite: add --suite pipeline"),
+    (["--suite", "pipeline", "--pipeline-seconds", "0"], "expected seconds in (0, 300]"),
+    (["--suite", "pipeline", "--pipeline-seconds", "ten"], "expected a number of seconds, got 'ten'"),
+])
+def test_bench_pipeline_seconds_is_checked(argv, message, capsys):
+    from maven_fast.cli import main
+
+    with contextlib.suppress(SystemExit):
+        assert main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script", ["polar_head.py", "cross_modal.py", "train_step.py"])

@@ -39,6 +39,7 @@ def cosine(a, b):
 
 # ------------------------------------------------------------------------------------ auto
 def test_auto_is_bf16_only_where_the_hardware_is_fast_at_it(monkeypatch):
+    monkeypatch.delenv(precision.CPU_BF16_ENV)  # the suite's pin to fp32 (conftest)
     monkeypatch.setattr(precision, "cpu_bf16_features", lambda: [])
     dtype, why = resolve_compute_dtype("auto", "cpu")
     assert dtype == "float32" and "neither AVX512-BF16 nor AMX" in why

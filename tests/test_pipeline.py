@@ -271,3 +271,4 @@ def test_pipeline_benchmark_runs_every_pass_and_reports_stages(tmp_path):
     assert dict(zip(passes.header, extract))["write s"] != ""  # extract's shard writing was timed
     assert encoder.rows[0][:2] == ["extract", "float32"] and encoder.rows[0][2] > 0
     assert alone.rows[0][0] == "float32" and not memory.rows
+    assert any(n.startswith("--quick: extract and predict process the first 1 s only") for n in result.section.notes)

@@ -367,8 +367,9 @@ def _section(results, memory, quick, processed, video_seconds, generate_s, bf16_
     notes = [
         f"input: a generated {video_seconds / 60:.0f}-minute video, {FPS} fps, {SIZE[0]}x{SIZE[1]} H.264 + 16 kHz "
         f"AAC, a MAVEN transcript with an utterance every {UTTERANCE_SECONDS:g} s (generated in {generate_s:.0f} s)",
-        (f"--quick: extract and predict process the first {processed:g} s only (the transcript ends there: "
-         "the frames column says how many frames that is); decode runs over the whole video") if quick else
+        (f"{'--quick' if quick else f'--pipeline-seconds {processed:g}'}: extract and predict process the first "
+         f"{processed:g} s only (the transcript ends there: the frames column says how many frames that is); "
+         "decode runs over the whole video") if processed < video_seconds else
         "extract and predict process the whole video",
         (f"encoders: {encoders}; " if encoders != "base-random" else
          "encoders: base-random (Swin-B, HuBERT-base, RoBERTa-base at full size, random weights: throughput only); ")

@@ -41,6 +41,7 @@ class BenchOptions:
     quick: bool = False
     out: Path = Path("bench/results")
     suites: tuple[str, ...] = ()   # empty: all
+    pipeline_seconds: float | None = None  # pipeline suite: seconds of the video extract/predict process
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _pipeline_unavailable() -> str | None:
 def _pipeline(o: BenchOptions, rates: Rates) -> SuiteResult:
     from maven_fast.benchmark import pipeline_suite
 
-    return pipeline_suite.run_pipeline(o.device, o.quick, log=_log)
+    return pipeline_suite.run_pipeline(o.device, o.quick, log=_log, processed=o.pipeline_seconds)
 
 
 SUITES: dict[str, Suite] = {s.name: s for s in (

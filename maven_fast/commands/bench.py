@@ -26,7 +26,9 @@ torch.compile.
 video -> features (extract) and -> valence/arousal (predict) at real encoder
 size (base-random Swin-B, HuBERT-base, RoBERTa-base) per stage, fp32 against
 bf16, with peak RSS, the encoders alone, and predict's memory against video
-length; --quick processes 1 s of the generated 5-minute video. See docs/bench.md."""
+length; --quick processes 1 s of the generated 5-minute video, --pipeline-seconds
+N the first N s (a real-size fp32 run of the whole video takes hours on a small
+CPU). See docs/bench.md."""
 
 
 def add_arguments(parser) -> None:
@@ -38,6 +40,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="bench/results", help="report directory (default: bench/results)")
     parser.add_argument("--suite", action="append", choices=list(SUITES), default=[],
                         help="run only this suite (repeatable; default: all)")
+    parser.add_argument("--pipeline-seconds", type=_positive_seconds, default=None, metavar="N",
+                        help="pipeline suite: extract and predict process the first N s of the 5-minute video "
+                             "(default: all of it; --quick: 1)")
+
+
+def _positive_seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 300:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 300] (the generated video is 5 minutes), got {text}")
+    return value
 
 
 def run(args) -> int:
@@ -47,7 +64,12 @@ def run(args) -> int:
     from maven_fast.benchmark.suites import BenchOptions, run_benchmarks
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    options = BenchOptions(device=device, quick=args.quick, out=Path(args.out), suites=tuple(args.suite))
+    if args.pipeline_seconds is not None and "pipeline" not in args.suite:
+        print("maven-fast bench: --pipeline-seconds applies to the pipeline suite: add --suite pipeline",
+              file=sys.stderr)
+        return 2
+    options = BenchOptions(device=device, quick=args.quick, out=Path(args.out), suites=tuple(args.suite),
+                           pipeline_seconds=args.pipeline_seconds)
     try:
         md, csv_path, png = run_benchmarks(options)
     except VariantMismatch as exc:

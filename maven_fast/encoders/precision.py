@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -58,8 +59,25 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+CPU_BF16_ENV = "MAVEN_FAST_CPU_BF16"
+"""``MAVEN_FAST_CPU_BF16=0`` treats the CPU as having no native bf16 (every ``auto`` then means fp32,
+in this process and the ones it starts); unset or ``auto``: read the CPU."""
+
+
+def cpu_bf16_disabled() -> bool:
+    """True when :data:`CPU_BF16_ENV` is ``0``; a value other than ``0`` / ``auto`` is an error."""
+    value = os.environ.get(CPU_BF16_ENV, "auto").strip().lower()
+    if value not in ("0", "auto", ""):
+        raise ConfigError(f"{CPU_BF16_ENV}={os.environ[CPU_BF16_ENV]!r}: expected 0 (treat this CPU as "
+                          f"having no native bf16) or auto (read the CPU's flags); unset it for auto")
+    return value == "0"
+
+
 def cpu_bf16_features() -> list[str]:
-    """The CPU's bf16 matrix features PyTorch uses (``avx512_bf16``, ``amx_bf16``), as found."""
+    """The CPU's bf16 matrix features PyTorch uses (``avx512_bf16``, ``amx_bf16``), as found;
+    none when :data:`CPU_BF16_ENV` is ``0``."""
+    if cpu_bf16_disabled():
+        return []
     found = []
     cpu = getattr(torch._C, "_cpu", None)
     checks = (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx_bf16", "_is_amx_tile_supported"))
@@ -89,6 +107,8 @@ def fast_bf16(device: torch.device | str) -> HardwarePrecision:
         features = cpu_bf16_features()
         if features:
             return HardwarePrecision(True, f"the CPU has {' and '.join(features)}")
+        if cpu_bf16_disabled():
+            return HardwarePrecision(False, f"{CPU_BF16_ENV}=0 treats the CPU as having no native bf16")
         return HardwarePrecision(False, "the CPU has neither AVX512-BF16 nor AMX (bf16 would be emulated "
                                         "in fp32 arithmetic, no faster)")
     return HardwarePrecision(False, f"no bf16 speed information for device type {device.type!r}")
