@@ -18,6 +18,16 @@ import torch
 
 from maven_fast.benchmark.results import VariantMismatch
 
+#: SPEC 5's rule for reduced precision, as every suite applies it (:func:`check_reduced`): pooled relative RMS
+#: error <= REDUCED_FACTOR x eager's in the same precision + REDUCED_FLOOR; per tensor twice the factor and a
+#: floor of :func:`roundoff_units`.
+REDUCED_FACTOR, REDUCED_FLOOR = 2.0, 1e-3
+
+
+def roundoff_units(dtype: torch.dtype, units: int = 4) -> float:
+    """``units`` x the unit roundoff of ``dtype`` (bf16: 2^-8, fp16: 2^-11): the per-tensor floor."""
+    return units * torch.finfo(dtype).eps / 2
+
 
 def max_error(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
     """(max |got - want|, max |want|), in float64."""

@@ -23,7 +23,8 @@ where ``SDPA flash`` (the eager+SDPA block forced onto torch's flash-attention
 kernel) is the bar. Passes: forward (no autograd graph) and forward+backward
 (gradients of the three inputs and of every parameter, random cotangents).
 Each variant's outputs and gradients are checked against an fp64 copy of the
-eager block before timing (tolerances per dtype: :data:`TOLERANCES`).
+eager block before timing: fp32 within :data:`RTOL` / :data:`ATOL`; bf16 and
+fp16 by SPEC 5's rule against eager in the same dtype (:func:`check_case`).
 
 On the GPU the table adds TFLOP/s, % of the roofline and the host-inclusive
 latency of one call (timings are device time between CUDA events). Roofline
@@ -54,11 +55,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maven_fast.backends import BackendUnavailable
-from maven_fast.benchmark.checks import check_close
+from maven_fast.benchmark.checks import REDUCED_FACTOR, REDUCED_FLOOR, check_close, check_reduced, roundoff_units
 from maven_fast.benchmark.flops import cross_modal_bytes, cross_modal_executed_flops, cross_modal_flops
 from maven_fast.benchmark.memory import memory_method, peak_memory_mib
 from maven_fast.benchmark.report import Section, Table
-from maven_fast.benchmark.results import Measurement, Skipped, SuiteResult, fused_backends, skipped_lines
+from maven_fast.benchmark.results import (Measurement, Skipped, SuiteResult, VariantMismatch, fused_backends,
+                                          skipped_lines)
 from maven_fast.benchmark.timing import time_interleaved
 
 NAME = "cross_modal"
@@ -90,9 +92,8 @@ CPU_BF16_CASES = ("paper (64, 100, 32) bf16", "paper (256, 400, 64) bf16")
 # kernels against the SIMT ones, Triton and torch's flash SDPA on it.
 QUICK_CASES = ("reference_mlp (64, 1, 1)", "paper (64, 64, 32)", "paper (64, 100, 32)",
                "packed (512, 512, 512) bf16")
-#: dtype -> (rtol, atol) of the check against the fp64 reference (max-norm, see checks.py)
-TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (5e-2, 5e-2), torch.float16: (1e-2, 1e-2)}
-RTOL, ATOL = TOLERANCES[torch.float32]
+#: fp32 variants against the fp64 reference: max|d| <= ATOL + RTOL max|ref| per tensor (max-norm, see checks.py).
+RTOL, ATOL = 1e-4, 1e-5
 
 
 def cases_for(device: str, names=None) -> tuple[str, ...]:
@@ -235,12 +236,24 @@ def block_variants(module, device: torch.device, include_compile: bool = True, f
     return variants, skipped
 
 
+def check_case(name: str, got, reference, eager, dtype: torch.dtype) -> float:
+    """fp32: within RTOL / ATOL of the fp64 reference. bf16 / fp16: SPEC 5's rule, relative RMS error
+    at most 2x eager's in the same dtype (+ floors): a fixed tolerance cannot hold at every size,
+    since eager's own bf16 error grows with the reductions (eager failed a 5% max-norm bound on a
+    LayerNorm weight gradient summed over 16 x 256 rows)."""
+    if dtype in (torch.float32, torch.float64):
+        return check_close(name, got, reference, RTOL, ATOL)
+    return check_reduced(name, got, reference, eager, REDUCED_FACTOR, REDUCED_FLOOR,
+                         tensor_floor=roundoff_units(dtype))
+
+
 def checked_first_calls(variants: dict[str, BlockVariant], reference, xs, lens, cot,
-                        skipped: list[Skipped], tolerance: tuple[float, float] = (RTOL, ATOL)) -> dict[str, float]:
-    """Checks every variant (VariantMismatch on a wrong result) and returns the time of that first
-    call; a fused backend the op refuses here (BackendUnavailable) is dropped and listed, as is
-    ``SDPA flash`` where torch has no flash kernel for the case."""
-    first = {}
+                        skipped: list[Skipped], dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """Checks every variant (VariantMismatch on a wrong result, :func:`check_case`; ``eager`` comes
+    first, the yardstick in reduced precision) and returns the time of that first call; a fused
+    backend the op refuses here (BackendUnavailable) is dropped and listed, as is ``SDPA flash``
+    where torch has no flash kernel for the case."""
+    first, eager = {}, None
     for name, v in list(variants.items()):
         t0 = time.perf_counter()
         try:
@@ -253,7 +266,10 @@ def checked_first_calls(variants: dict[str, BlockVariant], reference, xs, lens, 
             if all(s.variant != name for s in skipped):
                 skipped.append(Skipped(name, " ".join(str(exc).split())[:300]))
             continue
-        check_close(name, got, reference, *tolerance)
+        eager = got if name == "eager" else eager
+        if eager is None:
+            raise VariantMismatch(f"{name}: checked before eager, the yardstick of reduced precision")
+        check_case(name, got, reference, eager, dtype)
         first[name] = time.perf_counter() - t0
     return first
 
@@ -341,7 +357,7 @@ def run_cross_modal(
         ref_module = copy.deepcopy(module).double()
         ref_xs = [x.detach().double().requires_grad_() for x in xs]
         reference = _results(ref_module.block, ref_module, ref_xs, lens, [c.double() for c in cot])
-        first = checked_first_calls(variants, reference, xs, lens, cot, skipped, TOLERANCES[spec.dtype])
+        first = checked_first_calls(variants, reference, xs, lens, cot, skipped, spec.dtype)
         for name in (n for n, v in variants.items() if v.kind == "fused"):
             backend = name.split()[1]  # "maven_fast <backend>[ ...]": the op plans for its backend
             plan = fused_plan(tv, ta, tt, embed, HEADS, dev.type, backend, spec.dtype)
@@ -378,9 +394,10 @@ def run_cross_modal(
     rate_unit = "TFLOP/s" if gpu else "GFLOP/s"
     table.notes = [
         "Same inputs and parameters for every variant, dropout 0; outputs and gradients (inputs and parameters) "
-        "checked against an fp64 copy of the eager block before timing (max|d| <= atol + rtol max|ref|; "
-        + ", ".join(f"{str(d).replace('torch.', '')} rtol {r:g} atol {a:g}" for d, (r, a) in TOLERANCES.items())
-        + "). Cases are fp32 unless named otherwise.",
+        f"checked against an fp64 copy of the eager block before timing (fp32: max|d| <= {ATOL:g} + {RTOL:g} "
+        f"max|ref|; bf16/fp16: relative RMS error <= {REDUCED_FACTOR:g}x eager's in the same dtype + "
+        f"{REDUCED_FLOOR:g} pooled over the tensors, <= {2 * REDUCED_FACTOR:g}x + 4 units of roundoff on each). "
+        "Cases are fp32 unless named otherwise.",
         f"{rate_unit} = cross_modal_flops (general path: 16 D^2 (Tv+Ta+Tt) + 8 D (Tv Ta + Tv Tt + Ta Tt) per item, "
         "x3 with backward) / median: the same work for every variant (effective rate for a fused op that skips "
         "work); executed GFLOP = what the variant performs (cross_modal_executed_flops of the fused plan).",

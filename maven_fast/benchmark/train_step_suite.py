@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from maven_fast.backends import BackendUnavailable
-from maven_fast.benchmark.checks import check_close, check_reduced
+from maven_fast.benchmark.checks import REDUCED_FACTOR, REDUCED_FLOOR, check_close, check_reduced, roundoff_units
 from maven_fast.benchmark.flops import maven_step_flops
 from maven_fast.benchmark.memory import memory_method, peak_memory_mib
 from maven_fast.benchmark.report import Section, Table
@@ -61,9 +61,9 @@ SHAPES = {"reference_mlp": (64, 1, 1), "paper": (64, 100, 32)}
 RTOL, ATOL = 1e-3, 1e-7
 #: bf16 variants: relative RMS error vs eager fp32 <= BF16_FACTOR x eager bf16's + BF16_FLOOR, pooled over the
 #: tensors.
-BF16_FACTOR, BF16_FLOOR = 2.0, 1e-3
+BF16_FACTOR, BF16_FLOOR = REDUCED_FACTOR, REDUCED_FLOOR
 #: ... and per tensor at most 2 BF16_FACTOR x eager bf16's + BF16_TENSOR_FLOOR (4 units of bf16's roundoff 2^-8).
-BF16_TENSOR_FLOOR = 4 * 2.0 ** -8
+BF16_TENSOR_FLOOR = roundoff_units(torch.bfloat16)
 PASSES = {None: PASS, torch.bfloat16: "train step bf16"}
 PRECISION = {None: "fp32", torch.bfloat16: "bf16"}
 
