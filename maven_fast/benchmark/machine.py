@@ -40,11 +40,15 @@ def machine_description() -> dict[str, str]:
 
 
 def machine_slug(device: str = "cpu") -> str:
-    """Short file-name-safe name: e.g. ``cpu-amd-epyc-2c`` or ``cuda-nvidia-h100``."""
+    """Short file-name-safe name: e.g. ``cpu-amd-epyc-2c``, ``cpu-amd-epyc-2c-avx512-bf16`` (the CPU's
+    bf16 matrix features are in the name: the same model name covers CPUs with and without them,
+    whose results differ) or ``cuda-nvidia-h100``."""
     if device == "cuda" and torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
     else:
-        name = f"{_cpu_model()} {os.cpu_count()}c"
+        from maven_fast.encoders.precision import cpu_bf16_features
+
+        name = " ".join([f"{_cpu_model()} {os.cpu_count()}c", *cpu_bf16_features()])
     name = re.sub(r"\(.*?\)|processor|\d+-core", "", name, flags=re.I)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return f"{device}-{slug}"[:60]
