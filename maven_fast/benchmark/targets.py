@@ -188,7 +188,7 @@ def spec6_targets(results: dict[str, SuiteResult], gemm_fp32: float | None, devi
             n = len(seeds.get((preset, worst), [0]))
             return _judge(gap(worst) <= P_TOLERANCE, f"|dP| = {gap(worst):.2g} ({worst} vs eager, worst of "
                                                      f"{n} seed(s))")
-        add("training accuracy (synthetic data, same seed)", preset, f"validation P within {P_TOLERANCE} of eager",
+        add("training accuracy (synthetic data, same seeds)", preset, f"validation P within {P_TOLERANCE} of eager",
             accuracy)
 
         def bf16_accuracy(preset=preset):
