@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import pkgutil
 import sys
@@ -59,7 +60,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _print_unencodable_as_escapes() -> None:
+    """Print a file name's undecodable bytes (``\\udcff``) as an escape, as stderr does,
+    rather than fail after the work is done when stdout's encoding is strict."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _print_unencodable_as_escapes()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

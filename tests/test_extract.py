@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 
@@ -145,6 +146,33 @@ def test_resume_skips_complete_shards_and_redoes_killed_ones(synth, cache, encod
     for key, value in _load(killed).items():
         torch.testing.assert_close(value, original[key])
     assert len(FeatureCacheDataset(work, "val")) == len(FeatureCacheDataset(cache, "val"))
+
+
+def test_a_video_whose_file_name_is_not_utf8_is_cached_and_indexed(encoders, tmp_path):
+    """Undecodable bytes in a name reach Python as surrogates; safetensors opens only UTF-8 paths,
+    so the shard was written but never read back: no index, and every run extracted it again."""
+    from fractions import Fraction
+
+    from _data_helpers import make_mp4
+    from maven_fast.data.annotations import write_va_annotations
+
+    root, name = tmp_path / "data", os.fsdecode(b"clip-\xff")
+    make_mp4(root / "videos" / f"{name}.mp4", n=30, fps=Fraction(25), size=32, audio_rate=24000)
+    (root / "transcripts").mkdir()
+    (root / "transcripts" / f"{name}.txt").write_text("[0.0s - 0.6s]: hello\n[0.6s - 1.2s]: there\n")
+    ann = root / "annotations" / "VA_Estimation_Challenge" / "Train_Set"
+    ann.mkdir(parents=True)
+    write_va_annotations(ann / f"{name}.txt", np.zeros((30, 2)))
+    kwargs = dict(splits=("train",), progress=False, batch_size=2, frame_batch=16, max_audio_seconds=0.25)
+    result = extract_features(root, tmp_path / "cache", encoders, **kwargs)
+    assert result.written == [f"train/{name}"] and result.index_path
+    assert [p.name for p in (tmp_path / "cache" / "train").iterdir()] == ["clip-\\xff.safetensors"]
+    ds = FeatureCacheDataset(tmp_path / "cache", "train")
+    assert len(ds) == 2 and ds.item(0).name == name and ds[1]
+    assert extract_features(root, tmp_path / "cache", encoders, **kwargs).written == []
+    with pytest.raises(DataError, match="not UTF-8") as err:
+        extract_features(root, tmp_path / name, encoders, **kwargs)
+    assert "choose a CACHE_DIR" in str(err.value)
 
 
 def test_other_encoders_are_detected(synth, cache):

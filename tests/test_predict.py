@@ -8,8 +8,12 @@ checkpoint writer with a TrainConfig whose encoders match the cache.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
+import shutil
+import sys
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -304,6 +308,25 @@ def test_a_corrupt_video_is_listed_and_the_others_still_processed(clip, checkpoi
     assert not (out / "broken.segments.csv").exists()
     report = {v["video"]: v for v in json.loads((out / "predict_report.json").read_text())["videos"]}
     assert report[str(bad)]["status"] == "failed" and report[str(clip["video"])]["status"] == "ok"
+
+
+def test_a_video_whose_file_name_is_not_utf8(clip, checkpoint, tmp_path, monkeypatch):
+    """Linux file names are bytes; undecodable ones reach Python as surrogates (\\udcff), which
+    have no UTF-8 form: writing the CSVs, the report and the printed paths crashed."""
+    video = tmp_path / os.fsdecode(b"clip-\xff.mp4")
+    shutil.copy(clip["video"], video)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")  # a pipe, a strict locale
+    monkeypatch.setattr(sys, "stdout", stdout)
+    out = tmp_path / "out"
+    assert predict_cli(video, "--transcript", clip["transcript"], "--checkpoint", checkpoint, "--out", out) == 0
+    stdout.flush()
+    assert b"clip-\\udcff.segments.csv" in stdout.buffer.getvalue()
+    assert sorted(os.listdir(os.fsencode(out))) == [b"clip-\xff.frames.csv", b"clip-\xff.segments.csv",
+                                                    b"predict_report.json"]
+    columns, segments = read_csv(out / os.fsdecode(b"clip-\xff.segments.csv"))
+    assert {r["file"] for r in segments} == {"clip-\\udcff.mp4"} and len(segments) == 4
+    report = json.loads((out / "predict_report.json").read_text(encoding="utf-8"))
+    assert report["videos"][0]["video"] == str(video) and report["videos"][0]["status"] == "ok"
 
 
 def test_a_transcript_longer_than_the_video_is_reported(clip, checkpoint, tmp_path):

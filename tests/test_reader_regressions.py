@@ -294,6 +294,32 @@ def test_index_claiming_huge_segments_builds_at_once_and_reading_names_the_shard
     assert err.value.path == str(shard)
 
 
+def test_cache_json_with_lone_surrogates_round_trips(tmp_path):
+    """A file name's undecodable bytes (surrogateescape) or a "\\ud800" escape in a JSON file the
+    cache re-reads reach the cache's JSON writer; it crashed with UnicodeEncodeError (CI fuzz)."""
+    name = b"clip-\xff.mp4".decode("utf-8", "surrogateescape")
+    record = {"name": name, "reason": "x\ud800y", "\udc80key": ["\\\ud800"]}
+    path = tmp_path / "failed.json"
+    cf.write_json_atomic(path, record)
+    path.read_bytes().decode("utf-8")  # strict UTF-8 on disk
+    assert cf.read_json(path) == record
+
+
+def test_meta_json_of_another_format_is_not_indexed(tmp_path):
+    """fuzz (CI): meta.json with format "\\ud800" was copied into index.json (and crashed writing it)."""
+    from maven_fast.data.extract import PlannedVideo, write_index_if_complete
+
+    meta = tmp_path / cf.META_FILE
+    meta.write_bytes(b'{"format": "\\ud800", "signature": ' + json.dumps(SIG).encode()
+                     + b', "settings": {"mode": "contiguous"}}')
+    cf.write_json_atomic(cf.failure_path(tmp_path, "train", "p"), {"name": "p", "split": "train",
+                                                                   "reason": "x"})
+    with pytest.raises(DataError, match="format") as err:
+        write_index_if_complete(tmp_path, [PlannedVideo("train", "p")])
+    assert err.value.path == str(meta)
+    assert not (tmp_path / cf.INDEX_FILE).exists()
+
+
 # ------------------------------------------------------------------ checkpoints
 def _checkpoint(tmp_path):
     from maven_fast.model import MAVEN

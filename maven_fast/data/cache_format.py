@@ -33,12 +33,19 @@ FAILED_SUFFIX = ".failed.json"
 TMP_MARK = ".tmp-"
 
 
+def utf8_file_stem(name: str) -> str:
+    """``name`` as a file name safetensors can open: it only takes UTF-8 paths, and a video
+    file name with undecodable bytes arrives as surrogates (``clip-\\udcff``); those bytes are
+    written as ``\\xff`` (``clip-\\xff``)."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+
+
 def shard_path(cache_dir: str | os.PathLike, split: str, name: str) -> Path:
-    return Path(cache_dir) / split / f"{name}{SHARD_SUFFIX}"
+    return Path(cache_dir) / split / f"{utf8_file_stem(name)}{SHARD_SUFFIX}"
 
 
 def failure_path(cache_dir: str | os.PathLike, split: str, name: str) -> Path:
-    return Path(cache_dir) / split / f"{name}{FAILED_SUFFIX}"
+    return Path(cache_dir) / split / f"{utf8_file_stem(name)}{FAILED_SUFFIX}"
 
 
 def temp_name(final: Path) -> Path:
@@ -57,10 +64,16 @@ def remove_stale_temps(final: Path) -> int:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as UTF-8 JSON through a temporary file and a rename: readers see the
+    old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    text = json.dumps(data, indent=1, ensure_ascii=False)
+    # A lone surrogate (undecodable bytes of a file name under surrogateescape, or a "\ud800"
+    # escape read from JSON) has no UTF-8 form; written as JSON's \uXXXX escape, which only
+    # occurs inside strings, it reads back as the same string.
+    tmp.write_bytes(text.encode("utf-8", errors="backslashreplace"))
     os.replace(tmp, path)
 
 

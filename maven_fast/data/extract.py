@@ -106,6 +106,9 @@ def extract_features(data_root: str | os.PathLike | AffWild2Layout, cache_dir: s
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
     cache = Path(cache_dir)
+    if cf.utf8_file_stem(str(cache)) != str(cache):
+        raise DataError(cache, "the cache folder's path is not UTF-8, and safetensors opens only "
+                               "UTF-8 paths", fix="choose a CACHE_DIR whose path is UTF-8")
     result = ExtractResult(cache_dir=str(cache), report=Report())
     if device is None:
         device = _default_device()
@@ -293,6 +296,8 @@ def write_index_if_complete(cache: str | os.PathLike, plan: list[PlannedVideo]) 
     meta = cf.read_json(cache / cf.META_FILE)
     try:
         cf._need(isinstance(meta, dict), "meta.json", "expected a JSON object")
+        cf._need(meta.get("format") == cf.CACHE_FORMAT, "meta.json",
+                 f"format {meta.get('format')!r}, expected {cf.CACHE_FORMAT!r}")
         cf.check_signature(meta.get("signature"))
     except cf.CacheFormatError as err:
         raise DataError(cache / cf.META_FILE, f"not a cache description: {err}",

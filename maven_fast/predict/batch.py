@@ -7,7 +7,6 @@ counts, and every issue reported (e.g. a transcript longer than its video).
 """
 from __future__ import annotations
 
-import json
 import os
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from maven_fast.config import ConfigError
 from maven_fast.data import DataError
+from maven_fast.data.cache_format import write_json_atomic
 from maven_fast.predict.outputs import write_prediction
 
 REPORT_FILE = "predict_report.json"
@@ -92,7 +92,7 @@ def predict_files(predictor, pairs: list[tuple[str, str]], out_dir: str | os.Pat
               "encoders": predictor.encoders.signature(), "compute_dtype": predictor.encoders.compute_dtype,
               "videos": rows}
     result.report_path = str(out / REPORT_FILE)
-    Path(result.report_path).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json_atomic(result.report_path, report)
     return result
 
 

@@ -9,6 +9,10 @@
 * ``<stem>.png`` (optional): valence/arousal over time with the segments
   shaded, and the trajectory on the circumplex
   (:func:`maven_fast.predict.plot.plot_predictions`).
+
+The CSVs are UTF-8. A character with no UTF-8 form (the undecodable bytes of a
+file name, ``\\udcff``; a lone surrogate escaped in a Whisper JSON transcript)
+is written as its ``\\uXXXX`` escape.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ def output_paths(video: str | os.PathLike, out_dir: str | os.PathLike) -> dict[s
 
 def write_segments_csv(path: str | os.PathLike, prediction: VideoPrediction) -> Path:
     name = Path(prediction.video).name
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         writer = csv.writer(f)
         writer.writerow(SEGMENT_COLUMNS)
         for s in prediction.segments:
@@ -51,7 +55,7 @@ def write_segments_csv(path: str | os.PathLike, prediction: VideoPrediction) -> 
 
 def write_frames_csv(path: str | os.PathLike, prediction: VideoPrediction) -> Path:
     name = Path(prediction.video).name
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         writer = csv.writer(f)
         writer.writerow(FRAME_COLUMNS)
         for frame, t, v, a in zip(prediction.frames.tolist(), prediction.times_s.tolist(),
