@@ -400,6 +400,23 @@ def test_driver_writes_one_report_with_targets_and_plot(tmp_path, monkeypatch):
     assert "SPEC 6 targets" in csv_path.read_text()
 
 
+@pytest.mark.parametrize("quick, seeds, trained", [(False, None, (0, 1, 2, 3, 4)), (True, None, (0, 1)),
+                                                    (True, 3, (0, 1, 2))])
+def test_accuracy_seeds_reach_the_suite_and_name_the_report(tmp_path, monkeypatch, quick, seeds, trained):
+    from maven_fast.benchmark import accuracy
+
+    monkeypatch.setattr("maven_fast.benchmark.roofline.measure_machine",
+                        lambda device: {"gemm_fp32": (300.0, "fake"), "gemm_bf16": (None, "not measured: fake"),
+                                        "copy": (20.0, "fake")})
+    asked = []
+    monkeypatch.setattr(accuracy, "run_accuracy", lambda device, epochs, seeds: asked.append(seeds) or cross_result())
+    monkeypatch.setattr(suites_mod, "SUITES", {"accuracy": suites_mod.Suite("accuracy", "Accuracy", suites_mod._accuracy)})
+    md, _, _ = suites_mod.run_benchmarks(suites_mod.BenchOptions(out=tmp_path, quick=quick, suites=("accuracy",),
+                                                                 accuracy_seeds=seeds))
+    assert asked == [trained]
+    assert md.name.endswith(("-quick" if quick else "") + "-accuracy" + (f"-{seeds}seeds" if seeds else "") + ".md")
+
+
 def test_accuracy_compares_fused_and_eager_training():
     """The accuracy suite trains eager AND the fused CPU backend (same data, seed, config)
     and reports both with their difference; here they agree within SPEC 6's 0.01."""
@@ -447,7 +464,7 @@ def test_accuracy_compares_fused_and_eager_training():
 def test_bench_help():
     out = subprocess.run([sys.executable, "-m", "maven_fast", "bench", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for flag in ("--quick", "--device", "--out", "SPEC 6", "--pipeline-seconds"):
+    for flag in ("--quick", "--device", "--out", "SPEC 6", "--pipeline-seconds", "--accuracy-seeds"):
         assert flag in out.stdout
 
 
@@ -455,6 +472,9 @@ def test_bench_help():
     (["--pipeline-seconds", "20"], "--pipeline-seconds applies to the pipeline suite: add --suite pipeline"),
     (["--suite", "pipeline", "--pipeline-seconds", "0"], "expected seconds in (0, 300]"),
     (["--suite", "pipeline", "--pipeline-seconds", "ten"], "expected a number of seconds, got 'ten'"),
+    (["--suite", "polar_head", "--accuracy-seeds", "9"], "--accuracy-seeds applies to the accuracy suite"),
+    (["--suite", "accuracy", "--accuracy-seeds", "0"], "expected 1 to 200 seeds, got 0"),
+    (["--suite", "accuracy", "--accuracy-seeds", "2.5"], "expected a whole number of seeds, got '2.5'"),
 ])
 def test_bench_pipeline_seconds_is_checked(argv, message, capsys):
     from maven_fast.cli import main

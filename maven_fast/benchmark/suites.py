@@ -42,6 +42,7 @@ class BenchOptions:
     out: Path = Path("bench/results")
     suites: tuple[str, ...] = ()   # empty: all
     pipeline_seconds: float | None = None  # pipeline suite: seconds of the video extract/predict process
+    accuracy_seeds: int | None = None  # accuracy suite: seeds 0..N-1 (None: 5; --quick: 2)
 
 
 @dataclass
@@ -109,7 +110,8 @@ def _accuracy(o: BenchOptions, rates: Rates) -> SuiteResult:
 
     # Each training takes seconds; several seeds make the bf16-vs-fp32 comparison one of means, not of one
     # trajectory (accuracy's module docstring).
-    return accuracy.run_accuracy(o.device, epochs=30 if o.quick else 60, seeds=(0, 1) if o.quick else (0, 1, 2, 3, 4))
+    seeds = o.accuracy_seeds or (2 if o.quick else 5)
+    return accuracy.run_accuracy(o.device, epochs=30 if o.quick else 60, seeds=tuple(range(seeds)))
 
 
 def _pipeline_unavailable() -> str | None:
@@ -180,6 +182,8 @@ def run_benchmarks(options: BenchOptions) -> tuple[Path, Path, Path | None]:
     stem = f"{machine_slug(options.device)}-{machine['date']}" + ("-quick" if options.quick else "")
     if options.suites:  # a report of some suites must not overwrite the day's full report
         stem += "-" + "-".join(options.suites)
+    if options.accuracy_seeds is not None:  # nor the day's report with the default seeds
+        stem += f"-{options.accuracy_seeds}seeds"
     targets = [spec6_targets(results, rates["gemm_fp32"][0], options.device, rates["gemm_bf16"][0],
                              rates["gemm_bf16"][1])]
     targets.insert(0 if options.device == "cuda" else 1, spec6_gpu_targets(results, options.device))

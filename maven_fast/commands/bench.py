@@ -28,7 +28,8 @@ size (base-random Swin-B, HuBERT-base, RoBERTa-base) per stage, fp32 against
 bf16, with peak RSS, the encoders alone, and predict's memory against video
 length; --quick processes 1 s of the generated 5-minute video, --pipeline-seconds
 N the first N s (a real-size fp32 run of the whole video takes hours on a small
-CPU). See docs/bench.md."""
+CPU). --accuracy-seeds N trains every accuracy variant on N seeds (about 40 s
+per seed on 2 CPU cores) and names the report ...-Nseeds. See docs/bench.md."""
 
 
 def add_arguments(parser) -> None:
@@ -43,6 +44,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pipeline-seconds", type=_positive_seconds, default=None, metavar="N",
                         help="pipeline suite: extract and predict process the first N s of the 5-minute video "
                              "(default: all of it; --quick: 1)")
+    parser.add_argument("--accuracy-seeds", type=_seed_count, default=None, metavar="N",
+                        help="accuracy suite: train every variant with seeds 0..N-1 and compare the means "
+                             f"(default: 5; --quick: 2; at most {MAX_ACCURACY_SEEDS}); more seeds shrink the "
+                             "standard error of bf16 vs fp32")
+
+
+MAX_ACCURACY_SEEDS = 200
+
+
+def _seed_count(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seeds, got {text!r}") from None
+    if not 1 <= value <= MAX_ACCURACY_SEEDS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_ACCURACY_SEEDS} seeds, got {value}")
+    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -68,8 +88,12 @@ def run(args) -> int:
         print("maven-fast bench: --pipeline-seconds applies to the pipeline suite: add --suite pipeline",
               file=sys.stderr)
         return 2
+    if args.accuracy_seeds is not None and args.suite and "accuracy" not in args.suite:
+        print("maven-fast bench: --accuracy-seeds applies to the accuracy suite: add --suite accuracy",
+              file=sys.stderr)
+        return 2
     options = BenchOptions(device=device, quick=args.quick, out=Path(args.out), suites=tuple(args.suite),
-                           pipeline_seconds=args.pipeline_seconds)
+                           pipeline_seconds=args.pipeline_seconds, accuracy_seeds=args.accuracy_seeds)
     try:
         md, csv_path, png = run_benchmarks(options)
     except VariantMismatch as exc:
