@@ -318,11 +318,12 @@ def test_a_video_whose_file_name_is_not_utf8(clip, checkpoint, tmp_path, monkeyp
     stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")  # a pipe, a strict locale
     monkeypatch.setattr(sys, "stdout", stdout)
     out = tmp_path / "out"
-    assert predict_cli(video, "--transcript", clip["transcript"], "--checkpoint", checkpoint, "--out", out) == 0
+    assert predict_cli(video, "--transcript", clip["transcript"], "--checkpoint", checkpoint, "--out", out,
+                       "--plot") == 0
     stdout.flush()
     assert b"clip-\\udcff.segments.csv" in stdout.buffer.getvalue()
-    assert sorted(os.listdir(os.fsencode(out))) == [b"clip-\xff.frames.csv", b"clip-\xff.segments.csv",
-                                                    b"predict_report.json"]
+    assert sorted(os.listdir(os.fsencode(out))) == [b"clip-\xff.frames.csv", b"clip-\xff.png",
+                                                    b"clip-\xff.segments.csv", b"predict_report.json"]
     columns, segments = read_csv(out / os.fsdecode(b"clip-\xff.segments.csv"))
     assert {r["file"] for r in segments} == {"clip-\\udcff.mp4"} and len(segments) == 4
     report = json.loads((out / "predict_report.json").read_text(encoding="utf-8"))

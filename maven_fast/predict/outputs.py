@@ -10,9 +10,8 @@
   shaded, and the trajectory on the circumplex
   (:func:`maven_fast.predict.plot.plot_predictions`).
 
-The CSVs are UTF-8. A character with no UTF-8 form (the undecodable bytes of a
-file name, ``\\udcff``; a lone surrogate escaped in a Whisper JSON transcript)
-is written as its ``\\uXXXX`` escape.
+The CSVs are UTF-8. The undecodable bytes of a file name (Python's ``\\udcff``,
+which has no UTF-8 form) are written as that escape.
 """
 from __future__ import annotations
 

@@ -46,8 +46,8 @@ def plot_predictions(
     ax_c.set_xlabel("valence")
     ax_c.set_ylabel("arousal")
     ax_c.set_title("circumplex trajectory")
-    if title:
-        fig.suptitle(title)
+    if title:  # a file name's undecodable bytes (\udcff) as the escape the CSVs hold: matplotlib refuses them
+        fig.suptitle(title.encode("utf-8", errors="backslashreplace").decode("utf-8"))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
