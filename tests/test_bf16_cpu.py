@@ -13,6 +13,7 @@ the same autocast, loss, outputs and every parameter gradient."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -78,6 +79,59 @@ def test_cross_modal_block_bf16(t, shortcuts):
         check_rule(f"gradient {i}", f, e, r)
 
 
+_BLOCK_IN_BF16 = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from cross_modal_cases import all_modes, inputs, make_params, param_list, with_params
+from maven_fast.ops.cross_modal import cross_modal_block
+torch.manual_seed(0)
+t = (70, 33, 12)
+prm = make_params(64, 2).cast(torch.bfloat16)
+xs, lens = inputs(t, b=3, d=64)
+x = [v.to(torch.bfloat16).requires_grad_() for v in xs]
+out = cross_modal_block(*x, *lens, params=prm, backend="cpu", shortcuts=all_modes(t, False))
+grads = torch.autograd.grad(out, x, [torch.ones_like(o) for o in out])
+torch.save([o.detach() for o in out] + list(grads), sys.argv[1])
+"""
+
+
+def _block_in_bf16(tmp_path, capability: str) -> list[torch.Tensor]:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / f"{capability}.pt"
+    env = {**os.environ, "MAVEN_FAST_CPU_CAPABILITY": capability}
+    code = _BLOCK_IN_BF16.format(tests=str(Path(__file__).parent))
+    subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=True)
+    return torch.load(path)
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(" avx512_bf16" not in _cpu_flags(), reason="needs a CPU with AVX512-BF16 (Linux)")
+def test_bf16_attention_uses_the_bf16_dot_products_where_the_cpu_has_them(tmp_path):
+    """On AVX512-BF16 the build reports capability AVX512_BF16 and bf16 attention multiplies
+    bf16 pairs (vdpbf16ps; P~ and dS rounded to bf16 for their products); forcing AVX512 runs
+    the fp32-product kernels. Other roundings, so other bits: proof the path is taken (the
+    rule itself is checked by the tests above, on whichever path the CPU has)."""
+    import maven_fast
+
+    assert maven_fast.build_info()["cpu_capability"] == "AVX512_BF16"
+    dot, fp32 = _block_in_bf16(tmp_path, "AVX512_BF16"), _block_in_bf16(tmp_path, "AVX512")
+    assert len(dot) == len(fp32) == 6
+    assert any(not torch.equal(a, b) for a, b in zip(dot, fp32))
+    for a, b in zip(dot, fp32):  # ... and the same function
+        torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.05 * b.float().abs().max().item())
+
+
 # --------------------------------------------------------------------------- the model, every preset
 def _step(model, args, lengths, targets, mask, autocast: bool):
     model.zero_grad(set_to_none=True)
@@ -101,26 +155,46 @@ def smooth_relus(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+MODEL_SEEDS = 4  # initialisations and inputs pooled per preset
+
+
 @pytest.mark.parametrize("preset", ["reference_mlp", "reference_beit", "paper"])
 def test_model_bf16_autocast_per_preset(preset):
+    """The rule per tensor on errors pooled over MODEL_SEEDS seeds (RMS over the seeds): a
+    gradient of two elements (the last bias: a sum with cancellation) gives a ratio of two random
+    errors with a heavy tail on one seed (2.4x eager on one, 0.9-1.9x on five others, with either
+    attention kernel), which pooling removes (<= 1.6x over 4 seeds); a real error does not pool away."""
     cfg = small_config(preset)
-    torch.manual_seed(0)
-    model = smooth_relus(MAVEN(cfg, backend="eager").train())
-    args, lengths, targets, mask = model_inputs(cfg, pooled=preset != "paper")
+    squares: dict[str, list[float]] = {}
 
-    ref_model = copy.deepcopy(model).double()
-    ref, ref_grads = _step(ref_model, [a.double() for a in args], lengths, targets.double(), mask, False)
-    eager, eager_grads = _step(model, args, lengths, targets, mask, True)
-    model.set_backend("cpu")
-    fused, fused_grads = _step(model, args, lengths, targets, mask, True)
+    def add(name, fused, eager, ref):
+        acc = squares.setdefault(name, [0.0, 0.0, 0.0])
+        acc[0] += _err(fused, ref) ** 2
+        acc[1] += _err(eager, ref) ** 2
+        acc[2] += ref.double().pow(2).mean().item()
 
-    assert fused.valence_arousal.dtype == eager.valence_arousal.dtype
-    check_rule("valence_arousal", fused.valence_arousal, eager.valence_arousal, ref.valence_arousal)
-    check_rule("loss", fused.loss, eager.loss, ref.loss)
-    assert fused_grads.keys() == eager_grads.keys() == ref_grads.keys()
-    for name in ref_grads:
-        assert fused_grads[name].dtype == torch.float32  # parameters stay fp32 under autocast
-        check_rule(name, fused_grads[name], eager_grads[name], ref_grads[name])
+    for seed in range(MODEL_SEEDS):
+        torch.manual_seed(seed)
+        model = smooth_relus(MAVEN(cfg, backend="eager").train())
+        args, lengths, targets, mask = model_inputs(cfg, pooled=preset != "paper", seed=seed)
+        ref_model = copy.deepcopy(model).double()
+        ref, ref_grads = _step(ref_model, [a.double() for a in args], lengths, targets.double(), mask, False)
+        eager, eager_grads = _step(model, args, lengths, targets, mask, True)
+        model.set_backend("cpu")
+        fused, fused_grads = _step(model, args, lengths, targets, mask, True)
+
+        assert fused.valence_arousal.dtype == eager.valence_arousal.dtype
+        add("valence_arousal", fused.valence_arousal, eager.valence_arousal, ref.valence_arousal)
+        add("loss", fused.loss, eager.loss, ref.loss)
+        assert fused_grads.keys() == eager_grads.keys() == ref_grads.keys()
+        for name in ref_grads:
+            assert fused_grads[name].dtype == torch.float32  # parameters stay fp32 under autocast
+            add(name, fused_grads[name], eager_grads[name], ref_grads[name])
+    for name, (fused_sq, eager_sq, ref_sq) in squares.items():
+        e_fused, e_eager, scale = (math.sqrt(v / MODEL_SEEDS) for v in (fused_sq, eager_sq, ref_sq))
+        assert e_fused <= 2.0 * e_eager + FLOOR * scale, (
+            f"{name}: fused bf16 error {e_fused:.3g} > 2 x eager bf16 error {e_eager:.3g} + {FLOOR} x {scale:.3g} "
+            f"(RMS over {MODEL_SEEDS} seeds)")
 
 
 # --------------------------------------------------------------------------- run.autocast=auto

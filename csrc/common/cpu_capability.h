@@ -3,12 +3,14 @@
 // Every CPU kernel source is compiled once per capability (see
 // cmake/cpu_capabilities.cmake) into namespace maven_fast::cpu_<CAP>;
 // MAVEN_FAST_CPU_DISPATCH calls the best one this processor supports.
-// Set MAVEN_FAST_CPU_CAPABILITY=DEFAULT|AVX2|AVX512 to force a lower one.
+// AVX512_BF16 runs the AVX512 build, whose kernels then also use the
+// AVX512-BF16 dot products (vdpbf16ps) for bf16 inputs (common/micro_gemm_bf16.h).
+// Set MAVEN_FAST_CPU_CAPABILITY=DEFAULT|AVX2|AVX512|AVX512_BF16 to force a lower one.
 #pragma once
 
 namespace maven_fast {
 
-enum class CpuCapability { DEFAULT = 0, AVX2 = 1, AVX512 = 2 };
+enum class CpuCapability { DEFAULT = 0, AVX2 = 1, AVX512 = 2, AVX512_BF16 = 3 };
 
 CpuCapability cpu_capability();
 const char* cpu_capability_name(CpuCapability c);
@@ -18,6 +20,7 @@ const char* cpu_capability_name(CpuCapability c);
 #define MAVEN_FAST_CPU_DISPATCH(fn, ...)                              \
   do {                                                                \
     switch (::maven_fast::cpu_capability()) {                         \
+      case ::maven_fast::CpuCapability::AVX512_BF16:                  \
       case ::maven_fast::CpuCapability::AVX512:                       \
         ::maven_fast::cpu_AVX512::fn(__VA_ARGS__);                    \
         break;                                                        \

@@ -29,7 +29,9 @@
 #include <limits>
 #include <vector>
 
+#include "common/cpu_capability.h"
 #include "common/micro_gemm.h"
+#include "common/micro_gemm_bf16.h"
 #include "cross_modal/cross_modal.h"
 
 #ifdef MAVEN_FAST_BOUNDS_CHECKS
@@ -125,18 +127,58 @@ KeyView<scalar_t, acc_t> key_view(const cross_modal::StridedSeq& seq, int64_t b,
   return kv;
 }
 
+// One query row of the forward on a key block of width bk starting at key j0
+// (online softmax): sr = s on entry, p~ (unnormalised, dropped) on exit;
+// m, l, ps and the output row o are rescaled to the new running maximum.
+template <typename acc_t>
+void online_softmax_row(acc_t* sr, int64_t bk, acc_t& m, acc_t& l, acc_t& ps, acc_t* o, int64_t dv,
+                        bool want_psum, const DropoutState& drop, uint32_t stream, int64_t b, int64_t row,
+                        int64_t j0, std::vector<uint8_t>& keep) {
+  using V = Vectorized<acc_t>;
+  const acc_t mx = at::vec::reduce_all<acc_t>([](V& x, V& y) { return at::vec::maximum(x, y); }, sr, bk);
+  const acc_t m_new = std::max(m, mx);
+  const acc_t alpha = std::exp(m - m_new);  // 0 on the first block (m = -inf)
+  at::vec::map([m_new](V x) { return (x - V(m_new)).exp(); }, sr, sr, bk);
+  const acc_t sum = at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
+  l = l * alpha + sum;
+  m = m_new;
+  if (alpha != acc_t(1)) {
+    at::vec::map([alpha](V x) { return x * V(alpha); }, o, o, dv);
+    ps *= alpha;
+  }
+  if (drop.on) {
+    const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
+    drop.philox.keep_row(stream, b, row, j0, bk, drop.threshold, keep.data());
+    for (int64_t j = 0; j < bk; ++j) sr[j] = keep[j] ? sr[j] * inv_keep : acc_t(0);
+  }
+  if (want_psum) ps += at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
+}
+
+// o /= l, lse = m + log l, psum = ps / l; an empty row (l = 0): lse = +inf, psum = 0.
+template <typename acc_t>
+void finish_row(acc_t* o, int64_t dv, acc_t m, acc_t l, acc_t ps, acc_t* lse, acc_t* psum) {
+  using V = Vectorized<acc_t>;
+  if (l > acc_t(0)) {
+    const acc_t inv = acc_t(1) / l;
+    at::vec::map([inv](V x) { return x * V(inv); }, o, o, dv);
+    *lse = m + std::log(l);
+    if (psum) *psum = ps * inv;
+  } else {
+    *lse = std::numeric_limits<acc_t>::infinity();
+    if (psum) *psum = acc_t(0);
+  }
+}
+
 template <typename scalar_t>
 void forward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
                   int64_t h1, Scratch<at::opmath_type<scalar_t>>& ws) {
   using acc_t = at::opmath_type<scalar_t>;
-  using V = Vectorized<acc_t>;
   const int64_t len = P.key_len[b], dk = P.dk, dv = P.dv, tq = P.tq;
   MF_BOUNDS_CHECK(len >= 0 && len <= P.tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", P.tk, "]");
   MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention task out of range");
   const bool shared_kv = P.k.sh == 0;
   const bool packed = tq >= 4;
   const bool want_psum = P.psum != nullptr;
-  const acc_t inv_keep = static_cast<acc_t>(drop.inv_keep);
   ws.o.resize(kBQ * dv);
   ws.s.resize(kBQ * kBK);
   ws.keep.resize(kBK + 4);
@@ -165,43 +207,14 @@ void forward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b
         acc_t* s = ws.s.data();
         micro::gemm_nt<acc_t>(bq, bk, dk, static_cast<acc_t>(P.scale), q, ldq, K.rows + j0 * K.ld,
                               K.ld, packed ? K.t + j0 : nullptr, len, s, bk);
-        for (int64_t r = 0; r < bq; ++r) {
-          acc_t* sr = s + r * bk;
-          const acc_t mx = at::vec::reduce_all<acc_t>(
-              [](V& x, V& y) { return at::vec::maximum(x, y); }, sr, bk);
-          const acc_t m_new = std::max(m[r], mx);
-          const acc_t alpha = std::exp(m[r] - m_new);  // 0 on the first block (m = -inf)
-          at::vec::map([m_new](V x) { return (x - V(m_new)).exp(); }, sr, sr, bk);
-          const acc_t sum = at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
-          l[r] = l[r] * alpha + sum;
-          m[r] = m_new;
-          if (alpha != acc_t(1)) {
-            acc_t* orow = ws.o.data() + r * dv;
-            at::vec::map([alpha](V x) { return x * V(alpha); }, orow, orow, dv);
-            ps[r] *= alpha;
-          }
-          if (drop.on) {
-            drop.philox.keep_row(stream, b, i0 + r, j0, bk, drop.threshold, ws.keep.data());
-            for (int64_t j = 0; j < bk; ++j) sr[j] = ws.keep[j] ? sr[j] * inv_keep : acc_t(0);
-          }
-          if (want_psum)
-            ps[r] += at::vec::reduce_all<acc_t>([](V& x, V& y) { return x + y; }, sr, bk);
-        }
+        for (int64_t r = 0; r < bq; ++r)
+          online_softmax_row(s + r * bk, bk, m[r], l[r], ps[r], ws.o.data() + r * dv, dv, want_psum, drop,
+                             stream, b, i0 + r, j0, ws.keep);
         micro::gemm_nn<acc_t>(bq, dv, bk, acc_t(1), s, bk, 1, Vv.rows + j0 * Vv.ld, Vv.ld, true,
                               ws.o.data(), dv);
       }
-      for (int64_t r = 0; r < bq; ++r) {
-        acc_t* orow = ws.o.data() + r * dv;
-        if (l[r] > acc_t(0)) {
-          const acc_t inv = acc_t(1) / l[r];
-          at::vec::map([inv](V x) { return x * V(inv); }, orow, orow, dv);
-          lse[i0 + r] = m[r] + std::log(l[r]);
-          if (psum) psum[i0 + r] = ps[r] * inv;
-        } else {
-          lse[i0 + r] = std::numeric_limits<acc_t>::infinity();
-          if (psum) psum[i0 + r] = acc_t(0);
-        }
-      }
+      for (int64_t r = 0; r < bq; ++r)
+        finish_row(ws.o.data() + r * dv, dv, m[r], l[r], ps[r], lse + i0 + r, psum ? psum + i0 + r : nullptr);
       store_rows(ws.o.data(), bq, dv, at_row<scalar_t>(P.o, b, i0, h), P.o.st);
     }
   }
@@ -228,6 +241,17 @@ void softmax_backward_row(acc_t* sr, acc_t* dpr, int64_t bk, acc_t lse, acc_t ex
     const acc_t p = sr[j];
     dpr[j] = scale * p * ((dpr[j] + extra) * z - d);
     sr[j] = p * z;
+  }
+}
+
+// dk_out[j] += acc[j] for the keys j < len of a shared K = V (dK + dV of every
+// head; keys >= len get nothing).
+template <typename acc_t, typename scalar_t>
+void add_key_gradients(const acc_t* acc, int64_t len, int64_t d, scalar_t* out, int64_t stride) {
+  for (int64_t j = 0; j < len; ++j) {
+    scalar_t* o = out + j * stride;
+    const acc_t* src = acc + j * d;
+    for (int64_t c = 0; c < d; ++c) o[c] = static_cast<scalar_t>(static_cast<acc_t>(o[c]) + src[c]);
   }
 }
 
@@ -319,15 +343,184 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
       }
     }
   }
-  if (shared_kv) {  // dk_out += dK + dV (keys >= len get nothing)
-    scalar_t* out = at_row<scalar_t>(P.dk_out, b, 0, 0);
-    for (int64_t j = 0; j < len; ++j) {
-      scalar_t* o = out + j * P.dk_out.st;
-      const acc_t* src = ws.dk.data() + j * dk;
-      for (int64_t c = 0; c < dk; ++c) o[c] = static_cast<scalar_t>(static_cast<acc_t>(o[c]) + src[c]);
+  if (shared_kv) add_key_gradients(ws.dk.data(), len, dk, at_row<scalar_t>(P.dk_out, b, 0, 0), P.dk_out.st);
+}
+
+#if defined(CPU_CAPABILITY_AVX512)
+bool bf16_dot_products() { return cpu_capability() == CpuCapability::AVX512_BF16; }
+
+// ---------------------------------------------------------------------------
+// bf16 inputs on AVX512-BF16: the same tasks with every product on bf16 pairs
+// (micro_gemm_bf16.h), fp32 accumulation, softmax and dropout in fp32 as
+// above. P~ and scale dS are rounded to bf16 for their products (as
+// FlashAttention does on tensor cores); the accumulators (O, dQ, dK, dV) stay fp32.
+namespace mb = micro_bf16;
+using BF16 = c10::BFloat16;
+
+struct WordScratch {
+  // K^T and V^T as words [d/2][len] (B of Q K^T, dO V^T); K, V as row pairs
+  // [len/2][d] (B of P V, dS K); Q, dO as words (A) and row pairs (B of dS^T Q, P~^T dO);
+  // P~ and dS as words along keys (A of P V, dS K) and along queries (A of P~^T dO, dS^T Q).
+  std::vector<uint32_t> k_rows, kt, vt, kp, vp, q, dout, qp, dop, p, pt, ds, dst;
+};
+
+inline int64_t words(int64_t n) { return (n + 1) / 2; }
+
+uint32_t* sized(std::vector<uint32_t>& buf, int64_t n) {
+  buf.resize(std::max<int64_t>(1, n));
+  return buf.data();
+}
+
+// The keys of one (b, h) for the products: transposed words [dk/2][len] and,
+// when `pairs`, row pairs [len/2][dk].
+void pack_keys(const cross_modal::StridedSeq& seq, int64_t b, int64_t h, int64_t len, int64_t d,
+               std::vector<uint32_t>& rows_buf, std::vector<uint32_t>& t, std::vector<uint32_t>* pairs) {
+  const BF16* src = at_row<const BF16>(seq, b, 0, h);
+  uint32_t* rows = sized(rows_buf, len * words(d));
+  mb::rows_to_words(src, len, d, seq.st, rows, words(d));
+  mb::transpose_words(rows, len, words(d), words(d), sized(t, words(d) * len), len);
+  if (pairs) mb::row_pairs_to_words(src, len, d, seq.st, sized(*pairs, words(len) * d), d);
+}
+
+void forward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
+                           int64_t h1, Scratch<float>& ws, WordScratch& wb) {
+  const int64_t len = P.key_len[b], dk = P.dk, dv = P.dv, tq = P.tq;
+  MF_BOUNDS_CHECK(len >= 0 && len <= P.tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", P.tk, "]");
+  MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention task out of range");
+  const bool shared_kv = P.k.sh == 0;
+  const bool want_psum = P.psum != nullptr;
+  ws.o.resize(kBQ * dv);
+  ws.s.resize(kBQ * kBK);
+  ws.keep.resize(kBK + 4);
+  uint32_t* q = sized(wb.q, kBQ * words(dk));
+  uint32_t* p = sized(wb.p, kBQ * words(kBK));
+  float m[kBQ], l[kBQ], ps[kBQ];
+  for (int64_t h = h0; h < h1; ++h) {
+    if (h == h0 || !shared_kv) {
+      pack_keys(P.k, b, h, len, dk, wb.k_rows, wb.kt, nullptr);
+      mb::row_pairs_to_words(at_row<const BF16>(P.v, b, 0, h), len, dv, P.v.st, sized(wb.vp, words(len) * dv), dv);
+    }
+    const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
+    auto* lse = static_cast<float*>(P.lse) + (b * P.heads + h) * tq;
+    auto* psum = want_psum ? static_cast<float*>(P.psum) + (b * P.heads + h) * tq : nullptr;
+    for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
+      const int64_t bq = std::min(kBQ, tq - i0);
+      mb::rows_to_words(at_row<const BF16>(P.q, b, i0, h), bq, dk, P.q.st, q, words(dk));
+      std::fill_n(ws.o.data(), bq * dv, 0.f);
+      std::fill_n(m, bq, -std::numeric_limits<float>::infinity());
+      std::fill_n(l, bq, 0.f);
+      std::fill_n(ps, bq, 0.f);
+      for (int64_t j0 = 0; j0 < len; j0 += kBK) {  // kBK is even: blocks start on whole pairs
+        const int64_t bk = std::min(kBK, len - j0);
+        MF_BOUNDS_CHECK(j0 + bk <= P.tk && i0 + bq <= tq, "attention block out of range");
+        float* s = ws.s.data();
+        mb::gemm_pairs(bq, bk, words(dk), static_cast<float>(P.scale), q, words(dk), 1, wb.kt.data() + j0, len,
+                       false, s, bk);
+        for (int64_t r = 0; r < bq; ++r)
+          online_softmax_row(s + r * bk, bk, m[r], l[r], ps[r], ws.o.data() + r * dv, dv, want_psum, drop,
+                             stream, b, i0 + r, j0, ws.keep);
+        mb::rows_to_words(s, bq, bk, bk, p, words(bk));
+        mb::gemm_pairs(bq, dv, words(bk), 1.f, p, words(bk), 1, wb.vp.data() + (j0 / 2) * dv, dv, true,
+                       ws.o.data(), dv);
+      }
+      for (int64_t r = 0; r < bq; ++r)
+        finish_row(ws.o.data() + r * dv, dv, m[r], l[r], ps[r], lse + i0 + r, psum ? psum + i0 + r : nullptr);
+      store_rows(ws.o.data(), bq, dv, at_row<BF16>(P.o, b, i0, h), P.o.st);
     }
   }
 }
+
+void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
+                            int64_t h1, Scratch<float>& ws, WordScratch& wb) {
+  const int64_t len = P.key_len[b], dk = P.dk, dv = P.dv, tq = P.tq, tk = P.tk;
+  MF_BOUNDS_CHECK(len >= 0 && len <= tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", tk, "]");
+  MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention backward task out of range");
+  const bool shared_kv = P.k.sh == 0;
+  const float scale = static_cast<float>(P.scale);
+  ws.dk.assign(std::max<int64_t>(1, len * dk), 0.f);
+  if (!shared_kv) ws.dv.assign(std::max<int64_t>(1, len * dv), 0.f);
+  ws.s.resize(kBQ * kBK);
+  ws.dp.resize(kBQ * kBK);
+  ws.keep.resize(kBK + 4);
+  ws.row.resize(kBQ);
+  ws.dq.resize(kBQ * dk);
+  uint32_t* q = sized(wb.q, kBQ * words(dk));
+  uint32_t* dout = sized(wb.dout, kBQ * words(dv));
+  uint32_t* qp = sized(wb.qp, words(kBQ) * dk);
+  uint32_t* dop = sized(wb.dop, words(kBQ) * dv);
+  uint32_t* pt = sized(wb.pt, words(kBQ) * kBK);
+  uint32_t* ds = sized(wb.ds, kBQ * words(kBK));
+  uint32_t* dst = sized(wb.dst, words(kBQ) * kBK);
+  for (int64_t h = h0; h < h1; ++h) {
+    if (len > 0 && (h == h0 || !shared_kv)) {
+      pack_keys(P.k, b, h, len, dk, wb.k_rows, wb.kt, &wb.kp);
+      pack_keys(P.v, b, h, len, dv, wb.k_rows, wb.vt, nullptr);
+    }
+    const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
+    const auto* lse = static_cast<const float*>(P.lse) + (b * P.heads + h) * tq;
+    const auto* psum = P.psum ? static_cast<const float*>(P.psum) + (b * P.heads + h) * tq : nullptr;
+    const auto* dpsum = P.dpsum ? static_cast<const float*>(P.dpsum) + (b * P.heads + h) * tq : nullptr;
+    float* dk_acc = ws.dk.data();
+    float* dv_acc = shared_kv ? ws.dk.data() : ws.dv.data();
+    for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
+      const int64_t bq = std::min(kBQ, tq - i0);
+      BF16* dq_out = at_row<BF16>(P.dq, b, i0, h);
+      if (len == 0) {
+        for (int64_t r = 0; r < bq; ++r) std::fill_n(dq_out + r * P.dq.st, dk, BF16(0));
+        continue;
+      }
+      const BF16* q_src = at_row<const BF16>(P.q, b, i0, h);
+      const BF16* do_src = at_row<const BF16>(P.dout, b, i0, h);
+      mb::rows_to_words(q_src, bq, dk, P.q.st, q, words(dk));
+      mb::rows_to_words(do_src, bq, dv, P.dout.st, dout, words(dv));
+      mb::row_pairs_to_words(q_src, bq, dk, P.q.st, qp, dk);
+      mb::row_pairs_to_words(do_src, bq, dv, P.dout.st, dop, dv);
+      int64_t lddo, ldo;  // D_i = <do_i, o_i> (+ dpsum_i psum_i), in fp32
+      const float* do32 = as_acc(do_src, bq, dv, P.dout.st, ws.dout, lddo);
+      const float* o32 = as_acc(at_row<const BF16>(P.o, b, i0, h), bq, dv, P.o.st, ws.obuf, ldo);
+      for (int64_t r = 0; r < bq; ++r) {
+        float d = micro::dot(do32 + r * lddo, o32 + r * ldo, dv);
+        if (dpsum) d += dpsum[i0 + r] * psum[i0 + r];
+        ws.row[r] = d;
+      }
+      std::fill_n(ws.dq.data(), bq * dk, 0.f);
+      for (int64_t j0 = 0; j0 < len; j0 += kBK) {
+        const int64_t bk = std::min(kBK, len - j0);
+        MF_BOUNDS_CHECK(j0 + bk <= tk && i0 + bq <= tq, "backward block out of range");
+        float* s = ws.s.data();
+        float* dp = ws.dp.data();
+        mb::gemm_pairs(bq, bk, words(dk), scale, q, words(dk), 1, wb.kt.data() + j0, len, false, s, bk);
+        mb::gemm_pairs(bq, bk, words(dv), 1.f, dout, words(dv), 1, wb.vt.data() + j0, len, false, dp, bk);
+        for (int64_t r = 0; r < bq; ++r)
+          softmax_backward_row(s + r * bk, dp + r * bk, bk, lse[i0 + r], dpsum ? dpsum[i0 + r] : 0.f, ws.row[r],
+                               scale, drop, stream, b, i0 + r, j0, ws.keep);
+        // dV[j0:] += P~^T dO;  dQ += dS K;  dK[j0:] += dS^T Q  (A(j, e) of the transposed ones: [e][j]).
+        mb::row_pairs_to_words(s, bq, bk, bk, pt, bk);
+        mb::gemm_pairs(bk, dv, words(bq), 1.f, pt, 1, bk, dop, dv, true, dv_acc + j0 * dv, dv);
+        mb::rows_to_words(dp, bq, bk, bk, ds, words(bk));
+        mb::gemm_pairs(bq, dk, words(bk), 1.f, ds, words(bk), 1, wb.kp.data() + (j0 / 2) * dk, dk, true,
+                       ws.dq.data(), dk);
+        mb::row_pairs_to_words(dp, bq, bk, bk, dst, bk);
+        mb::gemm_pairs(bk, dk, words(bq), 1.f, dst, 1, bk, qp, dk, true, dk_acc + j0 * dk, dk);
+      }
+      store_rows(ws.dq.data(), bq, dk, dq_out, P.dq.st);
+    }
+    if (!shared_kv) {
+      store_rows(ws.dk.data(), len, dk, at_row<BF16>(P.dk_out, b, 0, h), P.dk_out.st);
+      store_rows(ws.dv.data(), len, dv, at_row<BF16>(P.dv_out, b, 0, h), P.dv_out.st);
+      for (int64_t j = len; j < tk; ++j) {
+        std::fill_n(at_row<BF16>(P.dk_out, b, j, h), dk, BF16(0));
+        std::fill_n(at_row<BF16>(P.dv_out, b, j, h), dv, BF16(0));
+      }
+      if (h + 1 < h1) {
+        std::fill(ws.dk.begin(), ws.dk.end(), 0.f);
+        std::fill(ws.dv.begin(), ws.dv.end(), 0.f);
+      }
+    }
+  }
+  if (shared_kv) add_key_gradients(ws.dk.data(), len, dk, at_row<BF16>(P.dk_out, b, 0, 0), P.dk_out.st);
+}
+#endif  // CPU_CAPABILITY_AVX512
 
 // Backward of a pathway with K = V shared by the heads (weight absorption) and
 // few query rows (tq <= kSmallQ, e.g. one pooled query): all heads per key
@@ -422,6 +615,26 @@ void backward_task_shared_small(const AttentionProblem& P, const DropoutState& d
   }
 }
 
+// Runs the forward (or backward) task on bf16 pairs when the inputs are bf16
+// and the CPU has AVX512-BF16; false: the caller runs the fp32-product task.
+template <typename scalar_t, bool kForward>
+bool bf16_dot_task(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0, int64_t h1,
+                   Scratch<at::opmath_type<scalar_t>>& ws) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (!bf16_dot_products()) return false;
+    thread_local WordScratch wb;
+    if constexpr (kForward) {
+      forward_task_bf16_dot(P, drop, b, h0, h1, ws, wb);
+    } else {
+      backward_task_bf16_dot(P, drop, b, h0, h1, ws, wb);
+    }
+    return true;
+  }
+#endif
+  return false;
+}
+
 // Tasks: for every batch item b (outermost, so that the contiguous chunks of
 // at::parallel_for's static split get similar mixes of pathways), one task per
 // head of each pathway, or, when the heads share K = V, one task per group of
@@ -477,7 +690,7 @@ void cross_modal_attention_forward_cpu_kernel(at::ScalarType dtype,
     using acc_t = at::opmath_type<scalar_t>;
     for_each_task(problems, false, [&](const AttentionProblem& P, int64_t b, int64_t h0, int64_t h1) {
       thread_local Scratch<acc_t> ws;
-      forward_task<scalar_t>(P, drop, b, h0, h1, ws);
+      if (!bf16_dot_task<scalar_t, true>(P, drop, b, h0, h1, ws)) forward_task<scalar_t>(P, drop, b, h0, h1, ws);
     });
   });
 }
@@ -492,9 +705,9 @@ void cross_modal_attention_backward_cpu_kernel(at::ScalarType dtype,
       thread_local Scratch<acc_t> ws;
       if (P.k.sh == 0 && P.tq <= kSmallQ && P.dk == P.dv && h0 == 0 && h1 == P.heads) {
         backward_task_shared_small<scalar_t>(P, drop, b, ws);
-      } else {
-        backward_task<scalar_t>(P, drop, b, h0, h1, ws);
+        return;
       }
+      if (!bf16_dot_task<scalar_t, false>(P, drop, b, h0, h1, ws)) backward_task<scalar_t>(P, drop, b, h0, h1, ws);
     });
   });
 }

@@ -1,0 +1,188 @@
+// bf16 products with fp32 accumulation on AVX512-BF16 (vdpbf16ps), for the
+// L1/L2-resident blocks of the attention micro-kernels. Only in the AVX512
+// build of a CPU kernel source; call only when cpu_capability() is
+// AVX512_BF16 (the functions carry the instruction set as a target attribute,
+// so the rest of the AVX512 build stays runnable without it).
+//
+// Operands hold bf16 PAIRS along the reduction index p in 32-bit words
+// (low half = even p), the layout vdpbf16ps multiplies:
+//   gemm_pairs:  C[i, n] (+)= alpha * sum_e A2(i, e) . B2[e, n]
+//     A2(i, e) = (A(i, 2e), A(i, 2e+1)) = a[i * a_rs + e * a_es]   (any strides)
+//     B2[e, n] = (B(2e, n), B(2e+1, n)) = b[e * ldb + n]            (n contiguous)
+//   that is C = alpha * A B for A [m, k], B [k, n], kw = ceil(k / 2) words
+//   (an odd k is padded with a zero half).
+// Packers (bf16 or fp32 sources; fp32 rounds to nearest even):
+//   rows_to_words:       W[r * ldw + e] = (S[r, 2e], S[r, 2e+1])       pairs along a row
+//   row_pairs_to_words:  W[e * ldw + c] = (S[2e, c], S[2e+1, c])       pairs down a column
+//   transpose_words:     T[e * ldt + r] = W[r * ldw + e]
+#pragma once
+
+#if defined(CPU_CAPABILITY_AVX512)
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#ifndef MAVEN_FAST_CPU_NS
+#error "micro_gemm_bf16.h is for CPU kernel sources compiled per capability"
+#endif
+
+#define MF_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+namespace maven_fast::MAVEN_FAST_CPU_NS::micro_bf16 {
+
+using BF16 = c10::BFloat16;
+
+// Lanes [0, cnt) of 16 (all when cnt >= 16).
+inline __mmask16 mask16(int64_t cnt) {
+  return static_cast<__mmask16>(cnt >= 16 ? 0xFFFFu : ((1u << std::max<int64_t>(cnt, 0)) - 1u));
+}
+
+// Register tile: MR rows x NV vectors of 16 fp32 (24 of the 32 registers).
+constexpr int kMR = 6;
+constexpr int kNV = 4;
+constexpr int64_t kNC = kNV * 16;
+
+template <int MR>
+MF_BF16_TARGET inline void pairs_tile(int64_t kw, float alpha, const uint32_t* a, int64_t a_rs, int64_t a_es,
+                                      const uint32_t* b, int64_t ldb, bool accumulate, float* c, int64_t ldc,
+                                      int64_t nc) {
+  __mmask16 mask[kNV];
+  for (int v = 0; v < kNV; ++v) {
+    const int64_t cnt = std::clamp<int64_t>(nc - v * 16, 0, 16);
+    mask[v] = mask16(cnt);
+  }
+  __m512 r[MR][kNV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < kNV; ++v) r[i][v] = _mm512_setzero_ps();
+  for (int64_t e = 0; e < kw; ++e) {
+    const uint32_t* be = b + e * ldb;
+    __m512i bv[kNV];
+    for (int v = 0; v < kNV; ++v) bv[v] = _mm512_maskz_loadu_epi32(mask[v], be + v * 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i av = _mm512_set1_epi32(static_cast<int>(a[i * a_rs + e * a_es]));
+      for (int v = 0; v < kNV; ++v) r[i][v] = _mm512_dpbf16_ps(r[i][v], (__m512bh)av, (__m512bh)bv[v]);
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha);
+  for (int i = 0; i < MR; ++i) {
+    float* ci = c + i * ldc;
+    for (int v = 0; v < kNV; ++v) {
+      if (!mask[v]) break;
+      __m512 out = _mm512_mul_ps(r[i][v], va);
+      if (accumulate) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask[v], ci + v * 16));
+      _mm512_mask_storeu_ps(ci + v * 16, mask[v], out);
+    }
+  }
+}
+
+MF_BF16_TARGET inline void gemm_pairs(int64_t m, int64_t n, int64_t kw, float alpha, const uint32_t* a,
+                                      int64_t a_rs, int64_t a_es, const uint32_t* b, int64_t ldb,
+                                      bool accumulate, float* c, int64_t ldc) {
+  for (int64_t j0 = 0; j0 < n; j0 += kNC) {
+    const int64_t nc = std::min(kNC, n - j0);
+    int64_t i = 0;
+    for (; i + kMR <= m; i += kMR)
+      pairs_tile<kMR>(kw, alpha, a + i * a_rs, a_rs, a_es, b + j0, ldb, accumulate, c + i * ldc + j0, ldc, nc);
+    switch (m - i) {
+#define MF_PAIRS_REST(R)                                                                                      \
+  case R:                                                                                                     \
+    pairs_tile<R>(kw, alpha, a + i * a_rs, a_rs, a_es, b + j0, ldb, accumulate, c + i * ldc + j0, ldc, nc); \
+    break;
+      MF_PAIRS_REST(1) MF_PAIRS_REST(2) MF_PAIRS_REST(3) MF_PAIRS_REST(4) MF_PAIRS_REST(5)
+#undef MF_PAIRS_REST
+      default:
+        break;
+    }
+  }
+}
+
+// 16 bf16 of `src` (fp32 rounded to nearest even, or bf16 as is) in a 256-bit
+// register, reading only the first `cnt` (the rest zero).
+MF_BF16_TARGET inline __m256i load16_bf16(const float* src, int64_t cnt) {
+  return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(cnt), src));
+}
+MF_BF16_TARGET inline __m256i load16_bf16(const BF16* src, int64_t cnt) {
+  return _mm256_maskz_loadu_epi16(mask16(cnt), src);
+}
+
+template <typename Src>
+MF_BF16_TARGET inline void rows_to_words(const Src* src, int64_t rows, int64_t cols, int64_t ld, uint32_t* dst,
+                                         int64_t ldw) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const Src* s = src + r * ld;
+    auto* d = reinterpret_cast<uint16_t*>(dst + r * ldw);
+    for (int64_t c = 0; c < cols; c += 16) _mm256_mask_storeu_epi16(d + c, mask16(cols - c), load16_bf16(s + c, cols - c));
+    if (cols & 1) d[cols] = 0;  // the zero half of the last pair
+  }
+}
+
+template <typename Src>
+MF_BF16_TARGET inline void row_pairs_to_words(const Src* src, int64_t rows, int64_t cols, int64_t ld,
+                                              uint32_t* dst, int64_t ldw) {
+  // (lo_0..lo_15, hi_0..hi_15) -> (lo_0, hi_0, lo_1, hi_1, ...)
+  alignas(64) static constexpr uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                           21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                           11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_load_si512(kInterleave);
+  const __m256i zero = _mm256_setzero_si256();
+  for (int64_t e = 0; 2 * e < rows; ++e) {
+    const Src* lo = src + (2 * e) * ld;
+    const bool has_hi = 2 * e + 1 < rows;
+    uint32_t* d = dst + e * ldw;
+    for (int64_t c = 0; c < cols; c += 16) {
+      const int64_t cnt = std::min<int64_t>(16, cols - c);
+      const __m256i l = load16_bf16(lo + c, cnt);
+      const __m256i h = has_hi ? load16_bf16(lo + ld + c, cnt) : zero;
+      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(l), h, 1);
+      _mm512_mask_storeu_epi32(d + c, mask16(cnt), _mm512_permutexvar_epi16(idx, both));
+    }
+  }
+}
+
+// x[k] <- column k of the 16 x 16 matrix of 32-bit words whose rows are x[0..15]:
+// 4 x 4 transposes inside each 128-bit lane (unpack 32, 64), then of the lanes.
+MF_BF16_TARGET inline void transpose16x16(__m512i x[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(x[i], x[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(x[i], x[i + 1]);
+  }
+  for (int g = 0; g < 16; g += 4) {  // u[g + c], lane L: column 4L + c of rows g..g+3
+    u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+    u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+    u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+    u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {  // column 4L + c = lane L of u[c], u[4 + c], u[8 + c], u[12 + c]
+    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+    x[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    x[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    x[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    x[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+MF_BF16_TARGET inline void transpose_words(const uint32_t* w, int64_t rows, int64_t kw, int64_t ldw, uint32_t* t,
+                                           int64_t ldt) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 16)
+    for (int64_t e0 = 0; e0 < kw; e0 += 16) {
+      const int64_t nr = std::min<int64_t>(16, rows - r0), ne = std::min<int64_t>(16, kw - e0);
+      __m512i x[16];
+      for (int i = 0; i < 16; ++i)
+        x[i] = i < nr ? _mm512_maskz_loadu_epi32(mask16(ne), w + (r0 + i) * ldw + e0) : _mm512_setzero_si512();
+      transpose16x16(x);
+      for (int k = 0; k < ne; ++k) _mm512_mask_storeu_epi32(t + (e0 + k) * ldt + r0, mask16(nr), x[k]);
+    }
+}
+
+}  // namespace maven_fast::MAVEN_FAST_CPU_NS::micro_bf16
+
+#endif  // CPU_CAPABILITY_AVX512
