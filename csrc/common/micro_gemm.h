@@ -30,40 +30,84 @@ using at::vec::Vectorized;
 template <typename T>
 constexpr int kNV = (sizeof(Vectorized<T>) >= 64) ? 4 : 2;
 
+// The first `cnt` lanes of a vector (0: none), as a load mask fixed before the
+// reduction loop: branch-free masked loads in fp32 on AVX512 and AVX2. ATen's
+// loadu(ptr, count) branches on the count inside the loop, and with it GCC 12 -O3
+// kept the partial tile's accumulators in memory (a store after every FMA).
+template <typename T>
+struct Lanes {
+  int cnt = 0;
+  Lanes() = default;
+  explicit Lanes(int n) : cnt(n) {}
+  Vectorized<T> load(const T* p) const { return Vectorized<T>::loadu(p, cnt); }
+  void store(const Vectorized<T>& x, T* p) const { x.store(p, cnt); }
+};
+#if defined(CPU_CAPABILITY_AVX512)
+template <>
+struct Lanes<float> {
+  __mmask16 mask = 0;
+  Lanes() = default;
+  explicit Lanes(int n) : mask(static_cast<__mmask16>(n >= 16 ? 0xFFFFu : (1u << std::max(n, 0)) - 1u)) {}
+  Vectorized<float> load(const float* p) const { return _mm512_maskz_loadu_ps(mask, p); }
+  void store(const Vectorized<float>& x, float* p) const { _mm512_mask_storeu_ps(p, mask, x); }
+};
+#elif defined(CPU_CAPABILITY_AVX2)
+template <>
+struct Lanes<float> {
+  __m256i mask = _mm256_setzero_si256();
+  Lanes() = default;
+  explicit Lanes(int n)
+      : mask(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))) {}
+  Vectorized<float> load(const float* p) const { return _mm256_maskload_ps(p, mask); }
+  void store(const Vectorized<float>& x, float* p) const { _mm256_maskstore_ps(p, mask, x); }
+};
+#endif
+
+// Loops unrolled by pragma and partial columns loaded through Lanes: otherwise
+// GCC 12 -O3 kept the accumulators of the partial tile in memory (a load and a
+// store around every FMA; seen with objdump in the built extension).
 template <typename T, int MR, bool Full>
 inline void nn_tile(int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps, const T* b,
                     int64_t ldb, bool accumulate, T* c, int64_t ldc, int64_t ncols) {
   using V = Vectorized<T>;
   constexpr int VS = V::size();
   constexpr int NV = kNV<T>;
+  int cnt[NV];
+  for (int v = 0; v < NV; ++v) cnt[v] = Full ? VS : static_cast<int>(std::clamp<int64_t>(ncols - v * VS, 0, VS));
+  Lanes<T> lanes[NV];
+  for (int v = 0; v < NV; ++v) lanes[v] = Lanes<T>(cnt[v]);
   V r[MR][NV];
-  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) r[i][v] = V(T(0));
+  }
+#pragma GCC unroll 1
   for (int64_t p = 0; p < k; ++p) {
     const T* bp = b + p * ldb;
     V bv[NV];
-    for (int v = 0; v < NV; ++v) {
-      if constexpr (Full) {
-        bv[v] = V::loadu(bp + v * VS);
-      } else {
-        const int64_t cnt = std::clamp<int64_t>(ncols - v * VS, 0, VS);
-        bv[v] = cnt > 0 ? V::loadu(bp + v * VS, cnt) : V(T(0));
-      }
-    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = Full ? V::loadu(bp + v * VS) : lanes[v].load(bp + v * VS);
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const V av(a[i * a_rs + p * a_ps]);
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) r[i][v] = at::vec::fmadd(av, bv[v], r[i][v]);
     }
   }
   const V va(alpha);
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     T* ci = c + i * ldc;
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      const int64_t cnt = Full ? VS : std::clamp<int64_t>(ncols - v * VS, 0, VS);
-      if (cnt <= 0) break;
       V out = r[i][v] * va;
-      if (accumulate) out = out + V::loadu(ci + v * VS, cnt);
-      out.store(ci + v * VS, cnt);
+      if (accumulate) out = out + (Full ? V::loadu(ci + v * VS) : lanes[v].load(ci + v * VS));
+      if (Full) {
+        out.store(ci + v * VS);
+      } else {
+        lanes[v].store(out, ci + v * VS);
+      }
     }
   }
 }
