@@ -31,7 +31,7 @@ template <typename T>
 constexpr int kNV = (sizeof(Vectorized<T>) >= 64) ? 4 : 2;
 
 // The first `cnt` lanes of a vector (0: none), as a load mask fixed before the
-// reduction loop: branch-free masked loads in fp32 on AVX512 and AVX2. ATen's
+// reduction loop: branch-free masked loads and stores on AVX512 and AVX2. ATen's
 // loadu(ptr, count) branches on the count inside the loop, and with it GCC 12 -O3
 // kept the partial tile's accumulators in memory (a store after every FMA).
 template <typename T>
@@ -51,7 +51,23 @@ struct Lanes<float> {
   Vectorized<float> load(const float* p) const { return _mm512_maskz_loadu_ps(mask, p); }
   void store(const Vectorized<float>& x, float* p) const { _mm512_mask_storeu_ps(p, mask, x); }
 };
+template <>
+struct Lanes<double> {
+  __mmask8 mask = 0;
+  Lanes() = default;
+  explicit Lanes(int n) : mask(static_cast<__mmask8>(n >= 8 ? 0xFFu : (1u << std::max(n, 0)) - 1u)) {}
+  Vectorized<double> load(const double* p) const { return _mm512_maskz_loadu_pd(mask, p); }
+  void store(const Vectorized<double>& x, double* p) const { _mm512_mask_storeu_pd(p, mask, x); }
+};
 #elif defined(CPU_CAPABILITY_AVX2)
+template <>
+struct Lanes<double> {
+  __m256i mask = _mm256_setzero_si256();
+  Lanes() = default;
+  explicit Lanes(int n) : mask(_mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))) {}
+  Vectorized<double> load(const double* p) const { return _mm256_maskload_pd(p, mask); }
+  void store(const Vectorized<double>& x, double* p) const { _mm256_maskstore_pd(p, mask, x); }
+};
 template <>
 struct Lanes<float> {
   __m256i mask = _mm256_setzero_si256();
@@ -67,7 +83,7 @@ struct Lanes<float> {
 // GCC 12 -O3 kept the accumulators of the partial tile in memory (a load and a
 // store around every FMA; seen with objdump in the built extension).
 template <typename T, int MR, bool Full>
-inline void nn_tile(int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps, const T* b,
+__attribute__((noinline, noclone)) void nn_tile(int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps, const T* b,
                     int64_t ldb, bool accumulate, T* c, int64_t ldc, int64_t ncols) {
   using V = Vectorized<T>;
   constexpr int VS = V::size();

@@ -52,7 +52,7 @@ constexpr int64_t kNC = kNV * 16;
 // loops over them GCC 12 -O3 kept the 24 accumulators in memory as well, storing
 // each on every step of the reduction (seen with objdump; slower than fp32).
 template <int MR>
-MF_BF16_TARGET inline void pairs_tile(int64_t kw, float alpha, const uint32_t* a, int64_t a_rs, int64_t a_es,
+MF_BF16_TARGET __attribute__((noinline, noclone)) void pairs_tile(int64_t kw, float alpha, const uint32_t* a, int64_t a_rs, int64_t a_es,
                                       const uint32_t* b, int64_t ldb, bool accumulate, float* c, int64_t ldc,
                                       int64_t nc) {
   static_assert(kNV == 4, "the tile names its four column vectors");
