@@ -255,6 +255,23 @@ void add_key_gradients(const acc_t* acc, int64_t len, int64_t d, scalar_t* out, 
   }
 }
 
+// One head's dK and dV (keys < len) from the task's accumulators into the
+// outputs, zeros for keys >= len; the accumulators cleared when another head follows.
+template <typename scalar_t, typename acc_t>
+void store_head_key_gradients(const AttentionProblem& P, int64_t b, int64_t h, int64_t len, bool more_heads,
+                              Scratch<acc_t>& ws) {
+  store_rows(ws.dk.data(), len, P.dk, at_row<scalar_t>(P.dk_out, b, 0, h), P.dk_out.st);
+  store_rows(ws.dv.data(), len, P.dv, at_row<scalar_t>(P.dv_out, b, 0, h), P.dv_out.st);
+  for (int64_t j = len; j < P.tk; ++j) {
+    std::fill_n(at_row<scalar_t>(P.dk_out, b, j, h), P.dk, scalar_t(0));
+    std::fill_n(at_row<scalar_t>(P.dv_out, b, j, h), P.dv, scalar_t(0));
+  }
+  if (more_heads) {
+    std::fill(ws.dk.begin(), ws.dk.end(), acc_t(0));
+    std::fill(ws.dv.begin(), ws.dv.end(), acc_t(0));
+  }
+}
+
 template <typename scalar_t>
 void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
                    int64_t h1, Scratch<at::opmath_type<scalar_t>>& ws) {
@@ -330,18 +347,7 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
       }
       store_rows(ws.dq.data(), bq, dk, dq_out, P.dq.st);
     }
-    if (!shared_kv) {
-      store_rows(ws.dk.data(), len, dk, at_row<scalar_t>(P.dk_out, b, 0, h), P.dk_out.st);
-      store_rows(ws.dv.data(), len, dv, at_row<scalar_t>(P.dv_out, b, 0, h), P.dv_out.st);
-      for (int64_t j = len; j < tk; ++j) {
-        std::fill_n(at_row<scalar_t>(P.dk_out, b, j, h), dk, scalar_t(0));
-        std::fill_n(at_row<scalar_t>(P.dv_out, b, j, h), dv, scalar_t(0));
-      }
-      if (h + 1 < h1) {
-        std::fill(ws.dk.begin(), ws.dk.end(), acc_t(0));
-        std::fill(ws.dv.begin(), ws.dv.end(), acc_t(0));
-      }
-    }
+    if (!shared_kv) store_head_key_gradients<scalar_t>(P, b, h, len, h + 1 < h1, ws);
   }
   if (shared_kv) add_key_gradients(ws.dk.data(), len, dk, at_row<scalar_t>(P.dk_out, b, 0, 0), P.dk_out.st);
 }
@@ -505,18 +511,7 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
       }
       store_rows(ws.dq.data(), bq, dk, dq_out, P.dq.st);
     }
-    if (!shared_kv) {
-      store_rows(ws.dk.data(), len, dk, at_row<BF16>(P.dk_out, b, 0, h), P.dk_out.st);
-      store_rows(ws.dv.data(), len, dv, at_row<BF16>(P.dv_out, b, 0, h), P.dv_out.st);
-      for (int64_t j = len; j < tk; ++j) {
-        std::fill_n(at_row<BF16>(P.dk_out, b, j, h), dk, BF16(0));
-        std::fill_n(at_row<BF16>(P.dv_out, b, j, h), dv, BF16(0));
-      }
-      if (h + 1 < h1) {
-        std::fill(ws.dk.begin(), ws.dk.end(), 0.f);
-        std::fill(ws.dv.begin(), ws.dv.end(), 0.f);
-      }
-    }
+    if (!shared_kv) store_head_key_gradients<BF16>(P, b, h, len, h + 1 < h1, ws);
   }
   if (shared_kv) add_key_gradients(ws.dk.data(), len, dk, at_row<BF16>(P.dk_out, b, 0, 0), P.dk_out.st);
 }
