@@ -43,11 +43,16 @@ struct Lanes {
   void store(const Vectorized<T>& x, T* p) const { x.store(p, cnt); }
 };
 #if defined(CPU_CAPABILITY_AVX512)
+// Lanes [0, cnt) of 16 (all when cnt >= 16).
+inline __mmask16 mask16(int64_t cnt) {
+  return static_cast<__mmask16>(cnt >= 16 ? 0xFFFFu : (1u << std::max<int64_t>(cnt, 0)) - 1u);
+}
+
 template <>
 struct Lanes<float> {
   __mmask16 mask = 0;
   Lanes() = default;
-  explicit Lanes(int n) : mask(static_cast<__mmask16>(n >= 16 ? 0xFFFFu : (1u << std::max(n, 0)) - 1u)) {}
+  explicit Lanes(int n) : mask(mask16(n)) {}
   Vectorized<float> load(const float* p) const { return _mm512_maskz_loadu_ps(mask, p); }
   void store(const Vectorized<float>& x, float* p) const { _mm512_mask_storeu_ps(p, mask, x); }
 };
@@ -83,8 +88,9 @@ struct Lanes<float> {
 // GCC 12 -O3 kept the accumulators of the partial tile in memory (a load and a
 // store around every FMA; seen with objdump in the built extension).
 template <typename T, int MR, bool Full>
-__attribute__((noinline, noclone)) void nn_tile(int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps, const T* b,
-                    int64_t ldb, bool accumulate, T* c, int64_t ldc, int64_t ncols) {
+__attribute__((noinline, noclone)) void nn_tile(int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps,
+                                                const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc,
+                                                int64_t ncols) {
   using V = Vectorized<T>;
   constexpr int VS = V::size();
   constexpr int NV = kNV<T>;

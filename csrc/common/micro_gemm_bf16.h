@@ -19,14 +19,13 @@
 
 #if defined(CPU_CAPABILITY_AVX512)
 
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 #include <c10/util/BFloat16.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
+
+#include "common/micro_gemm.h"
 
 #ifndef MAVEN_FAST_CPU_NS
 #error "micro_gemm_bf16.h is for CPU kernel sources compiled per capability"
@@ -37,14 +36,10 @@
 namespace maven_fast::MAVEN_FAST_CPU_NS::micro_bf16 {
 
 using BF16 = c10::BFloat16;
+using micro::mask16;
 
-// Lanes [0, cnt) of 16 (all when cnt >= 16).
-inline __mmask16 mask16(int64_t cnt) {
-  return static_cast<__mmask16>(cnt >= 16 ? 0xFFFFu : ((1u << std::max<int64_t>(cnt, 0)) - 1u));
-}
-
-// Register tile: MR rows x NV vectors of 16 fp32 (24 of the 32 registers).
-constexpr int kMR = 6;
+// Register tile: kMR (micro_gemm.h's 6) rows x NV vectors of 16 fp32 (24 of the 32 registers).
+using micro::kMR;
 constexpr int kNV = 4;
 constexpr int64_t kNC = kNV * 16;
 
@@ -52,9 +47,10 @@ constexpr int64_t kNC = kNV * 16;
 // loops over them GCC 12 -O3 kept the 24 accumulators in memory as well, storing
 // each on every step of the reduction (seen with objdump; slower than fp32).
 template <int MR>
-MF_BF16_TARGET __attribute__((noinline, noclone)) void pairs_tile(int64_t kw, float alpha, const uint32_t* a, int64_t a_rs, int64_t a_es,
-                                      const uint32_t* b, int64_t ldb, bool accumulate, float* c, int64_t ldc,
-                                      int64_t nc) {
+MF_BF16_TARGET __attribute__((noinline, noclone)) void pairs_tile(int64_t kw, float alpha, const uint32_t* a,
+                                                                  int64_t a_rs, int64_t a_es, const uint32_t* b,
+                                                                  int64_t ldb, bool accumulate, float* c,
+                                                                  int64_t ldc, int64_t nc) {
   static_assert(kNV == 4, "the tile names its four column vectors");
   const __mmask16 mask[kNV] = {mask16(nc), mask16(nc - 16), mask16(nc - 32), mask16(nc - 48)};
   __m512 r[MR][kNV];

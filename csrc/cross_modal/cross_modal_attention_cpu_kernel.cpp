@@ -127,6 +127,23 @@ KeyView<scalar_t, acc_t> key_view(const cross_modal::StridedSeq& seq, int64_t b,
   return kv;
 }
 
+// Row (b, h) of a saved [B, H, tq] statistic (lse, psum, dpsum); null when absent.
+template <typename T>
+T* head_stat(const void* base, const AttentionProblem& P, int64_t b, int64_t h) {
+  return base ? static_cast<T*>(const_cast<void*>(base)) + (b * P.heads + h) * P.tq : nullptr;
+}
+
+// D_r = <do_r, o_r> (+ dpsum_r psum_r) for rows r < n (= sum_j p_rj dp_rj).
+template <typename acc_t>
+void softmax_deltas(const acc_t* dout, int64_t lddo, const acc_t* o, int64_t ldo, int64_t n, int64_t d,
+                    const acc_t* psum, const acc_t* dpsum, acc_t* out) {
+  for (int64_t r = 0; r < n; ++r) {
+    acc_t v = micro::dot(dout + r * lddo, o + r * ldo, d);
+    if (dpsum) v += dpsum[r] * psum[r];
+    out[r] = v;
+  }
+}
+
 // One query row of the forward on a key block of width bk starting at key j0
 // (online softmax): sr = s on entry, p~ (unnormalised, dropped) on exit;
 // m, l, ps and the output row o are rescaled to the new running maximum.
@@ -178,7 +195,6 @@ void forward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b
   MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention task out of range");
   const bool shared_kv = P.k.sh == 0;
   const bool packed = tq >= 4;
-  const bool want_psum = P.psum != nullptr;
   ws.o.resize(kBQ * dv);
   ws.s.resize(kBQ * kBK);
   ws.keep.resize(kBK + 4);
@@ -191,8 +207,8 @@ void forward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b
       Vv = key_view<scalar_t, acc_t>(P.v, b, h, len, dv, false, ws.v, ws.vt);
     }
     const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
-    auto* lse = static_cast<acc_t*>(P.lse) + (b * P.heads + h) * tq;
-    auto* psum = want_psum ? static_cast<acc_t*>(P.psum) + (b * P.heads + h) * tq : nullptr;
+    acc_t* lse = head_stat<acc_t>(P.lse, P, b, h);
+    acc_t* psum = head_stat<acc_t>(P.psum, P, b, h);
     for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
       const int64_t bq = std::min(kBQ, tq - i0);
       int64_t ldq;
@@ -208,7 +224,7 @@ void forward_task(const AttentionProblem& P, const DropoutState& drop, int64_t b
         micro::gemm_nt<acc_t>(bq, bk, dk, static_cast<acc_t>(P.scale), q, ldq, K.rows + j0 * K.ld,
                               K.ld, packed ? K.t + j0 : nullptr, len, s, bk);
         for (int64_t r = 0; r < bq; ++r)
-          online_softmax_row(s + r * bk, bk, m[r], l[r], ps[r], ws.o.data() + r * dv, dv, want_psum, drop,
+          online_softmax_row(s + r * bk, bk, m[r], l[r], ps[r], ws.o.data() + r * dv, dv, psum != nullptr, drop,
                              stream, b, i0 + r, j0, ws.keep);
         micro::gemm_nn<acc_t>(bq, dv, bk, acc_t(1), s, bk, 1, Vv.rows + j0 * Vv.ld, Vv.ld, true,
                               ws.o.data(), dv);
@@ -299,10 +315,9 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
       Vv = key_view<scalar_t, acc_t>(P.v, b, h, len, dv, packed, ws.v, ws.vt);
     }
     const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
-    const auto* lse = static_cast<const acc_t*>(P.lse) + (b * P.heads + h) * tq;
-    const auto* psum = P.psum ? static_cast<const acc_t*>(P.psum) + (b * P.heads + h) * tq : nullptr;
-    const auto* dpsum = P.dpsum ? static_cast<const acc_t*>(P.dpsum) + (b * P.heads + h) * tq
-                                : nullptr;
+    const acc_t* lse = head_stat<const acc_t>(P.lse, P, b, h);
+    const acc_t* psum = head_stat<const acc_t>(P.psum, P, b, h);
+    const acc_t* dpsum = head_stat<const acc_t>(P.dpsum, P, b, h);
     acc_t* dk_acc = ws.dk.data();
     acc_t* dv_acc = shared_kv ? ws.dk.data() : ws.dv.data();
     for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
@@ -316,13 +331,9 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
       const acc_t* q = as_acc(at_row<const scalar_t>(P.q, b, i0, h), bq, dk, P.q.st, ws.q, ldq);
       const acc_t* dout =
           as_acc(at_row<const scalar_t>(P.dout, b, i0, h), bq, dv, P.dout.st, ws.dout, lddo);
-      // D_i = <do_i, o_i> (+ dpsum_i psum_i).
       const acc_t* o = as_acc(at_row<const scalar_t>(P.o, b, i0, h), bq, dv, P.o.st, ws.obuf, ldo);
-      for (int64_t r = 0; r < bq; ++r) {
-        acc_t d = micro::dot(dout + r * lddo, o + r * ldo, dv);
-        if (dpsum) d += dpsum[i0 + r] * psum[i0 + r];
-        ws.row[r] = d;
-      }
+      softmax_deltas(dout, lddo, o, ldo, bq, dv, psum ? psum + i0 : nullptr, dpsum ? dpsum + i0 : nullptr,
+                     ws.row.data());
       std::fill_n(ws.dq.data(), bq * dk, acc_t(0));
       for (int64_t j0 = 0; j0 < len; j0 += kBK) {
         const int64_t bk = std::min(kBK, len - j0);
@@ -394,7 +405,6 @@ void forward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, 
   MF_BOUNDS_CHECK(len >= 0 && len <= P.tk, "pathway ", P.pathway, " key length ", len, " not in [0, ", P.tk, "]");
   MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention task out of range");
   const bool shared_kv = P.k.sh == 0;
-  const bool want_psum = P.psum != nullptr;
   ws.o.resize(kBQ * dv);
   ws.s.resize(kBQ * kBK);
   ws.keep.resize(kBK + 4);
@@ -407,8 +417,8 @@ void forward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, 
       mb::row_pairs_to_words(at_row<const BF16>(P.v, b, 0, h), len, dv, P.v.st, sized(wb.vp, words(len) * dv), dv);
     }
     const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
-    auto* lse = static_cast<float*>(P.lse) + (b * P.heads + h) * tq;
-    auto* psum = want_psum ? static_cast<float*>(P.psum) + (b * P.heads + h) * tq : nullptr;
+    float* lse = head_stat<float>(P.lse, P, b, h);
+    float* psum = head_stat<float>(P.psum, P, b, h);
     for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
       const int64_t bq = std::min(kBQ, tq - i0);
       mb::rows_to_words(at_row<const BF16>(P.q, b, i0, h), bq, dk, P.q.st, q, words(dk));
@@ -423,7 +433,7 @@ void forward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, 
         mb::gemm_pairs(bq, bk, words(dk), static_cast<float>(P.scale), q, words(dk), 1, wb.kt.data() + j0, len,
                        false, s, bk);
         for (int64_t r = 0; r < bq; ++r)
-          online_softmax_row(s + r * bk, bk, m[r], l[r], ps[r], ws.o.data() + r * dv, dv, want_psum, drop,
+          online_softmax_row(s + r * bk, bk, m[r], l[r], ps[r], ws.o.data() + r * dv, dv, psum != nullptr, drop,
                              stream, b, i0 + r, j0, ws.keep);
         mb::rows_to_words(s, bq, bk, bk, p, words(bk));
         mb::gemm_pairs(bq, dv, words(bk), 1.f, p, words(bk), 1, wb.vp.data() + (j0 / 2) * dv, dv, true,
@@ -463,9 +473,9 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
       pack_keys(P.v, b, h, len, dv, wb.k_rows, wb.vt, nullptr);
     }
     const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
-    const auto* lse = static_cast<const float*>(P.lse) + (b * P.heads + h) * tq;
-    const auto* psum = P.psum ? static_cast<const float*>(P.psum) + (b * P.heads + h) * tq : nullptr;
-    const auto* dpsum = P.dpsum ? static_cast<const float*>(P.dpsum) + (b * P.heads + h) * tq : nullptr;
+    const float* lse = head_stat<const float>(P.lse, P, b, h);
+    const float* psum = head_stat<const float>(P.psum, P, b, h);
+    const float* dpsum = head_stat<const float>(P.dpsum, P, b, h);
     float* dk_acc = ws.dk.data();
     float* dv_acc = shared_kv ? ws.dk.data() : ws.dv.data();
     for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
@@ -481,14 +491,11 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
       mb::rows_to_words(do_src, bq, dv, P.dout.st, dout, words(dv));
       mb::row_pairs_to_words(q_src, bq, dk, P.q.st, qp, dk);
       mb::row_pairs_to_words(do_src, bq, dv, P.dout.st, dop, dv);
-      int64_t lddo, ldo;  // D_i = <do_i, o_i> (+ dpsum_i psum_i), in fp32
+      int64_t lddo, ldo;  // D in fp32
       const float* do32 = as_acc(do_src, bq, dv, P.dout.st, ws.dout, lddo);
       const float* o32 = as_acc(at_row<const BF16>(P.o, b, i0, h), bq, dv, P.o.st, ws.obuf, ldo);
-      for (int64_t r = 0; r < bq; ++r) {
-        float d = micro::dot(do32 + r * lddo, o32 + r * ldo, dv);
-        if (dpsum) d += dpsum[i0 + r] * psum[i0 + r];
-        ws.row[r] = d;
-      }
+      softmax_deltas(do32, lddo, o32, ldo, bq, dv, psum ? psum + i0 : nullptr, dpsum ? dpsum + i0 : nullptr,
+                     ws.row.data());
       std::fill_n(ws.dq.data(), bq * dk, 0.f);
       for (int64_t j0 = 0; j0 < len; j0 += kBK) {
         const int64_t bk = std::min(kBK, len - j0);
@@ -555,13 +562,8 @@ void backward_task_shared_small(const AttentionProblem& P, const DropoutState& d
     }
     int64_t ldo;
     const acc_t* o = as_acc(at_row<const scalar_t>(P.o, b, 0, h), tq, d, P.o.st, ws.obuf, ldo);
-    const auto* psum = P.psum ? static_cast<const acc_t*>(P.psum) + (b * H + h) * tq : nullptr;
-    const auto* dpsum = P.dpsum ? static_cast<const acc_t*>(P.dpsum) + (b * H + h) * tq : nullptr;
-    for (int64_t r = 0; r < tq; ++r) {
-      acc_t dd = micro::dot(w_do + r * d, o + r * ldo, d);
-      if (dpsum) dd += dpsum[r] * psum[r];
-      ws.row[h * tq + r] = dd;
-    }
+    softmax_deltas(w_do, d, o, ldo, tq, d, head_stat<const acc_t>(P.psum, P, b, h),
+                   head_stat<const acc_t>(P.dpsum, P, b, h), ws.row.data() + h * tq);
   }
   ws.dq.assign(H * tq * d, acc_t(0));
   ws.s.resize(nf * kBK);
@@ -579,8 +581,8 @@ void backward_task_shared_small(const AttentionProblem& P, const DropoutState& d
       micro::gemm_nt<acc_t>(tq, bk, d, scale, w_q, d, kb, K.ld, packed ? K.t + j0 : nullptr, len, s, bk);
       micro::gemm_nt<acc_t>(tq, bk, d, acc_t(1), w_do, d, kb, K.ld, packed ? K.t + j0 : nullptr, len, dp, bk);
       const uint32_t stream = cross_modal::attention_stream(P.pathway, h);
-      const auto* lse = static_cast<const acc_t*>(P.lse) + (b * H + h) * tq;
-      const auto* dpsum = P.dpsum ? static_cast<const acc_t*>(P.dpsum) + (b * H + h) * tq : nullptr;
+      const acc_t* lse = head_stat<const acc_t>(P.lse, P, b, h);
+      const acc_t* dpsum = head_stat<const acc_t>(P.dpsum, P, b, h);
       for (int64_t r = 0; r < tq; ++r) {
         acc_t* sr = s + r * bk;
         acc_t* dpr = dp + r * bk;

@@ -185,9 +185,8 @@ def spec6_targets(results: dict[str, SuiteResult], gemm_fp32: float | None, devi
                     return max(abs(x - y) for x, y in zip(seeds[(preset, b)], seeds[(preset, "eager")]))
                 return abs(fused[b] - p[(preset, "eager")])
             worst = max(fused, key=gap)
-            n = len(seeds.get((preset, worst), [0]))
-            return _judge(gap(worst) <= P_TOLERANCE, f"|dP| = {gap(worst):.2g} ({worst} vs eager, worst of "
-                                                     f"{n} seed(s))")
+            diff, n = gap(worst), len(seeds.get((preset, worst), [0]))
+            return _judge(diff <= P_TOLERANCE, f"|dP| = {diff:.2g} ({worst} vs eager, worst of {n} seed(s))")
         add("training accuracy (synthetic data, same seeds)", preset, f"validation P within {P_TOLERANCE} of eager",
             accuracy)
 
