@@ -13,6 +13,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from maven_fast._extension import extension
 from maven_fast.benchmark import suites as suites_mod
 from maven_fast.benchmark import polar_head_suite, train_step_suite
 from maven_fast.benchmark.accuracy import run_accuracy, run_key
@@ -531,6 +532,7 @@ def test_cpu_bf16_block_cases_only_with_native_bf16(monkeypatch):
 
 
 @pytest.mark.parametrize("script,flags", [("profile_train_step.py", ("--preset", "--steps", "--out")),
+                                          ("profile_cross_modal.py", ("--case", "--steps", "--out")),
                                           ("pipeline_memory.py", ("--minutes", "--device", "--out"))])
 def test_bench_analysis_scripts_help(script, flags):
     from pathlib import Path
@@ -541,12 +543,12 @@ def test_bench_analysis_scripts_help(script, flags):
     assert all(f in out.stdout for f in flags), out.stdout
 
 
-def _profile_script():
+def _profile_script(name: str = "profile_train_step"):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "profile_train_step.py"
-    spec = importlib.util.spec_from_file_location("profile_train_step", path)
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -567,6 +569,31 @@ def test_train_step_profile_groups_ops_and_accounts_for_the_step():
     text = prof.render("paper", torch.device("cpu"), 1, {"cpu fp32": (wall, groups, top)}, 10**9, {"fp32": 100.0})
     share = next(line for line in text.splitlines() if line.startswith("| step's share of the GEMM rate |"))
     assert share == f"| step's share of the GEMM rate | {100 * 1e9 / (wall * 1e-3) / 1e9 / 100:.0f}% |"
+
+
+@pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
+def test_cross_modal_profile_accounts_for_every_gemm_flop():
+    """The stage table finds the op's stages and their GEMMs: the GEMM FLOPs it counts are
+    the executed FLOPs less the attention's (bias-gradient products aside)."""
+    from maven_fast.ops.cross_modal import ABSORBED, GENERAL, KEY, QUERY
+
+    prof = _profile_script("profile_cross_modal")
+    batch, embed, heads = 4, 64, 2
+    wall, rows, flops, modes = prof.profile_case("paper (64, 100, 32)", steps=1, batch=batch, embed=embed)
+    assert {"forward.input_projections", "forward.attention", "backward.attention",
+            "backward.input_projections"} <= set(rows)
+    t = (64, 100, 32)
+    attention = sum(4 * t[QUERY[p]] * t[KEY[p]] * embed * (heads if m == ABSORBED else 1)
+                    for p, m in enumerate(modes) if m in (GENERAL, ABSORBED)) * batch * 3
+    counted = sum(r["gflop"] for r in rows.values()) * 1e9
+    assert counted == pytest.approx(flops - attention, rel=0.01), (counted, flops, attention)
+    assert all(r["total"] >= r["own"] >= 0 for r in rows.values())
+    text = prof.render("paper (64, 100, 32)", 1, wall, rows, flops, modes, 100.0, torch.float32)
+    gemm_ms = sum(r["gemm"] for r in rows.values())
+    assert f"= {100 * flops / (gemm_ms * 1e-3) / 1e9 / 100.0:.0f}% of the GEMM rate" in text
+    attention_ms = (flops - counted) / 1e9 / 100.0 * 1e3
+    bound_2 = 100 * flops / ((gemm_ms + attention_ms) * 1e-3) / 1e9 / 100.0
+    assert f"= {bound_2:.0f}% of the GEMM rate. Past this share" in text
 
 
 def test_cross_modal_reduced_precision_check_is_relative_to_eager():

@@ -181,6 +181,28 @@ def test_results_do_not_depend_on_thread_count():
     assert all(torch.equal(u, v) for u, v in zip(ga, gb))
 
 
+def test_stages_are_named_in_profiler_traces():
+    """torch.profiler shows the op's stages (projections, attention, combine, ...) as
+    maven_fast::cross_modal.<pass>.<stage> ranges, with the GEMMs of each stage inside."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prm = make_params()
+    xs, lens = inputs((9, 40, 5))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = cross_modal_block(*xs, *lens, params=prm, backend="cpu", shortcuts=all_modes((9, 40, 5), "absorb"))
+        torch.autograd.grad(out, xs, [torch.ones_like(o) for o in out])
+    names = {e.key for e in prof.key_averages()}
+    stages = {"forward": ("checks", "input_projections", "attention", "absorbed_values", "output_projections",
+                          "combine"),
+              "backward": ("checks", "combine", "output_projections", "absorbed_values", "attention",
+                           "absorbed_queries", "input_projections")}
+    missing = [f"maven_fast::cross_modal.{p}.{s}" for p, ss in stages.items() for s in ss
+               if f"maven_fast::cross_modal.{p}.{s}" not in names]
+    assert not missing, f"stages missing from the trace: {missing}"
+    projections = next(e for e in prof.events() if e.name == "maven_fast::cross_modal.forward.input_projections")
+    assert any("mm" in c.name for c in projections.cpu_children), "the projections' GEMMs are not inside their stage"
+
+
 # --------------------------------------------------------------------------- dropout
 @pytest.mark.parametrize("t,shortcuts", [((3, 4, 2), False), ((3, 1, 1), True), ((2, 5, 3), "absorb")])
 def test_dropout_gradcheck_float64(t, shortcuts):

@@ -5,7 +5,7 @@
 //                                          [B*T_m, n_in*D] buffer; W_m = the in_proj
 //                                          rows of every slot (see Plan)
 //   general:   O_p = Attn(Q_p, K_p, V_p)   (all pathways in ONE attention call)
-//   absorbed:  qt_ph = Q_ph W_k,ph / sqrt(d_h);  z_ph = Attn(qt_ph, x_y, x_y);
+//   absorbed:  qt_ph = Q_ph W_k,ph;  z_ph = Attn(qt_ph, x_y, x_y) (scale 1 / sqrt(d_h));
 //              O_ph = z_ph W_v,ph^T + psum_ph b_v,ph
 //   rows_m = [O_p1 | O_p2] [W_o,p1 | W_o,p2]^T + b_o,p1 + b_o,p2   (K = 2D)
 //   key length 1: c_p = V_p W_o,p^T per item (per head under attention dropout)
@@ -25,9 +25,11 @@
 #include "cross_modal/cross_modal_common.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "common/checks.h"
 
@@ -40,6 +42,24 @@ constexpr const char* kXName[kNumModalities] = {"x_v", "x_a", "x_t"};
 constexpr const char* kLenName[kNumModalities] = {"len_v", "len_a", "len_t"};
 
 enum SavedIndex { kY = 0, kO = 3, kU = 6, kStats = 9, kLse = 12, kQt = 18, kZ = 24, kPsum = 30, kRng = 36 };
+
+// The op's stages as named ranges in torch.profiler traces
+// ("maven_fast::cross_modal.forward.attention", ...); nothing is recorded
+// when no profiler listens.
+class Stages {
+ public:
+  explicit Stages(const char* pass) : pass_(pass) {}
+  void next(const char* stage) {
+    range_.reset();
+    range_.emplace(at::RecordScope::USER_SCOPE);
+    if (range_->isActive()) range_->before(std::string("maven_fast::cross_modal.") + pass_ + "." + stage);
+  }
+  void end() { range_.reset(); }
+
+ private:
+  const char* pass_;
+  std::optional<at::RecordFunction> range_;
+};
 
 at::ScalarType acc_type(at::ScalarType s) { return s == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -312,6 +332,8 @@ BlockArgs make_block_args(const at::Tensor& x_v, const at::Tensor& x_a, const at
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_forward(
     const char* op, BlockArgs a, const Kernels& kern) {
+  Stages stages("forward");
+  stages.next("checks");
   const Plan P = check_and_plan(op, a);
   const int64_t B = P.batch, D = P.d, H = P.heads, hd = P.head_dim;
   const auto opts = a.x[0].options();
@@ -327,6 +349,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   }
 
   // 1. Grouped input projections (one GEMM batch for the three modalities).
+  stages.next("input_projections");
   std::array<at::Tensor, kNumModalities> Y, xf;
   GemmBatch proj(kern);
   for (int m = 0; m < kNumModalities; ++m) {
@@ -343,6 +366,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   proj.run();
 
   // 2. Attention outputs (row pathways) and absorbed queries.
+  stages.next("attention");
   std::array<at::Tensor, kNumModalities> O;
   for (int m = 0; m < kNumModalities; ++m) O[m] = new_buffer(kern, {B * P.t[m], P.n_out[m] * D}, opts);
   std::vector<AttentionProblem> problems;
@@ -364,22 +388,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
     saved[kLse + p] = lse;
     if (P.mode[p] == kGeneral) {
       ap.dk = ap.dv = hd;
-      ap.scale = scale;
       ap.q = seq(Y[x], tx, P.q_slot[p] * D, hd);
       ap.k = seq(Y[y], ty, P.k_slot[p] * D, hd);
       ap.v = seq(Y[y], ty, P.v_slot[p] * D, hd);
       ap.o = seq(O[x], tx, P.o_slot[p] * D, hd);
-    } else {  // absorbed: qt_h = Q_h W_k,h / sqrt(d_h), K = V = x_y shared by the heads
+    } else {  // absorbed: qt_h = Q_h W_k,h, K = V = x_y shared by the heads
       at::Tensor qt = new_buffer(kern, {B * tx, H * D}, opts);
       for (int64_t h = 0; h < H; ++h) {
         at::Tensor qh = Y[x].narrow(1, P.q_slot[p] * D + h * hd, hd);
         at::Tensor wk = a.in_w[p].narrow(0, D + h * hd, hd);
         at::Tensor out = qt.narrow(1, h * D, D);
-        fold.add(out, qh, wk, /*beta=*/0.0, /*alpha=*/scale);
+        fold.add(out, qh, wk);
       }
       at::Tensor z = new_buffer(kern, {B * tx, H * D}, opts);
+      // The attention scales the scores by 1 / sqrt(d_h), as for general pathways,
+      // so the fold here and the unfold in the backward are plain products.
       ap.dk = ap.dv = D;
-      ap.scale = 1.0;
       ap.q = seq(qt, tx, 0, D);
       ap.k = ap.v = seq(xf[y], ty, 0, 0);
       ap.o = seq(z, tx, 0, D);
@@ -391,12 +415,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
         saved[kPsum + p] = psum;
       }
     }
+    ap.scale = scale;
     problems.push_back(ap);
   }
   fold.run();
   if (!problems.empty()) kern.attention_forward(a.x[0].scalar_type(), problems, attn_drop);
 
   // Absorbed pathways: O_h = z_h W_v,h^T + coef b_v,h.
+  stages.next("absorbed_values");
   GemmBatch absorbed(kern), absorbed_bias(kern);
   for (int p = 0; p < kNumPathways; ++p) {
     if (P.mode[p] != kAbsorbed) continue;
@@ -414,6 +440,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   absorbed_bias.run();
 
   // 3. Grouped output projections of the row pathways, and key-length-1 items.
+  stages.next("output_projections");
   CombineParams cp;
   cp.ln_weight = a.ln_w.data_ptr();
   cp.ln_bias = a.ln_b.data_ptr();
@@ -488,7 +515,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
   out_first.run();
   out_second.run();
   // 4. Residual + /3 + dropout + LayerNorm of the three modalities, one pass.
+  stages.next("combine");
   kern.combine_forward(a.x[0].scalar_type(), cp);
+  stages.end();
   const auto present = saved_present(P);
   std::vector<at::Tensor> compact;
   for (int i = 0; i < kNumSaved; ++i) {
@@ -503,6 +532,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> block_fo
 std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kNumModalities> grad,
                                        BlockArgs a, const std::vector<at::Tensor>& saved_list,
                                        const Kernels& kern) {
+  Stages stages("backward");
+  stages.next("checks");
   const Plan P = check_and_plan(op, a);
   const int64_t B = P.batch, D = P.d, H = P.heads, hd = P.head_dim;
   const auto opts = a.x[0].options();
@@ -548,6 +579,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   }
 
   // 1. Combine backward: gradient of the pre-/3 sum, of the item terms, of LN.
+  stages.next("combine");
   CombineParams cp;
   cp.ln_weight = a.ln_w.data_ptr();
   cp.ln_bias = a.ln_b.data_ptr();
@@ -594,6 +626,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   for (int m = 0; m < kNumModalities; ++m) dY[m] = new_buffer(kern, Y[m].sizes(), opts);
 
   // 2. Key-length-1 pathways: c_h = V_h W_o,h^T per item (one GEMM batch with step 3).
+  stages.next("output_projections");
   GemmBatch outs(kern);
   for (int m = 0; m < kNumModalities; ++m) {
     for (auto& [p, gc] : gitems[m]) {
@@ -632,6 +665,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
 
   // 4. Absorbed pathways, before the attention backward: dz_h = dO_h W_v,h,
   //    dW_v,h = dO_h^T z_h, db_v,h = coef^T dO_h, dpsum_h = dO_h b_v,h.
+  stages.next("absorbed_values");
   std::array<at::Tensor, kNumPathways> dz, dqt, dpsum;
   GemmBatch absorbed(kern);
   for (int p = 0; p < kNumPathways; ++p) {
@@ -662,6 +696,8 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   absorbed.run();
 
   // 5. ONE attention backward for every general and absorbed pathway.
+  stages.next("attention");
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   std::vector<AttentionProblem> problems;
   for (int p = 0; p < kNumPathways; ++p) {
     if (P.mode[p] == kKeyLen1) continue;
@@ -677,7 +713,6 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     ap.lse = saved[kLse + p].data_ptr();
     if (P.mode[p] == kGeneral) {
       ap.dk = ap.dv = hd;
-      ap.scale = 1.0 / std::sqrt(static_cast<double>(hd));
       ap.q = seq(Y[x], tx, P.q_slot[p] * D, hd);
       ap.k = seq(Y[y], ty, P.k_slot[p] * D, hd);
       ap.v = seq(Y[y], ty, P.v_slot[p] * D, hd);
@@ -688,7 +723,6 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
       ap.dv_out = seq(dY[y], ty, P.v_slot[p] * D, hd);
     } else {
       ap.dk = ap.dv = D;
-      ap.scale = 1.0;
       ap.q = seq(saved[kQt + p], tx, 0, D);
       ap.k = ap.v = seq(xf[y], ty, 0, 0);
       ap.o = seq(saved[kZ + p], tx, 0, D);
@@ -701,12 +735,13 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
         ap.dpsum = dpsum[p].data_ptr();
       }
     }
+    ap.scale = scale;
     problems.push_back(ap);
   }
   if (!problems.empty()) kern.attention_backward(dtype, problems, attn_drop);
 
-  // 6. Absorbed pathways, after: dQ_h = dqt_h W_k,h^T / sqrt(d_h), dW_k,h = Q_h^T dqt_h / sqrt(d_h).
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  // 6. Absorbed pathways, after: dQ_h = dqt_h W_k,h^T, dW_k,h = Q_h^T dqt_h (dqt has the scale).
+  stages.next("absorbed_queries");
   GemmBatch unfold(kern);
   for (int p = 0; p < kNumPathways; ++p) {
     if (P.mode[p] != kAbsorbed) continue;
@@ -714,9 +749,9 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     for (int64_t h = 0; h < H; ++h) {
       const at::Tensor dqth = dqt[p].narrow(1, h * D, D);
       at::Tensor dq = dY[x].narrow(1, P.q_slot[p] * D + h * hd, hd);
-      unfold.add(dq, dqth, a.in_w[p].narrow(0, D + h * hd, hd).t(), 0.0, scale);
+      unfold.add(dq, dqth, a.in_w[p].narrow(0, D + h * hd, hd).t());
       at::Tensor gwk = g_in_w[p].narrow(0, D + h * hd, hd);
-      unfold.add(gwk, Y[x].narrow(1, P.q_slot[p] * D + h * hd, hd).t(), dqth, 0.0, scale);
+      unfold.add(gwk, Y[x].narrow(1, P.q_slot[p] * D + h * hd, hd).t(), dqth);
     }
   }
   unfold.run();
@@ -726,6 +761,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
   //    gradients per slot, written straight into the parameters' gradients. The
   //    first GEMM batch has every weight gradient and the first slot's dx of each
   //    modality; batch s the (s+1)-th slot's dx (they accumulate into dx_m).
+  stages.next("input_projections");
   std::array<at::Tensor, kNumModalities> dx;
   std::vector<GemmBatch> dx_slots;
   for (int m = 0; m < kNumModalities; ++m) {
@@ -754,6 +790,7 @@ std::vector<at::Tensor> block_backward(const char* op, std::array<at::Tensor, kN
     }
   }
 
+  stages.end();
   std::vector<at::Tensor> out;
   out.reserve(kNumGrads);
   for (int m = 0; m < kNumModalities; ++m) out.push_back(dx[m]);

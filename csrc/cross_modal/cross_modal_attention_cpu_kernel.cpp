@@ -25,8 +25,9 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <cmath>
-#include <type_traits>
+#include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/cpu_capability.h"
@@ -376,7 +377,8 @@ using BF16 = c10::BFloat16;
 
 struct WordScratch {
   // K^T and V^T as words [d/2][len] (B of Q K^T, dO V^T); K, V as row pairs
-  // [len/2][d] (B of P V, dS K); Q, dO as words (A) and row pairs (B of dS^T Q, P~^T dO);
+  // [len/2][d] (B of P V, dS K); Q, dO as words (A: read in place, copied here only when
+  // unaligned, see row_words) and row pairs (B of dS^T Q, P~^T dO);
   // P~ and dS as words along keys (A of P V, dS K) and along queries (A of P~^T dO, dS^T Q).
   std::vector<uint32_t> k_rows, kt, vt, kp, vp, q, dout, qp, dop, p, pt, ds, dst;
 };
@@ -388,14 +390,28 @@ uint32_t* sized(std::vector<uint32_t>& buf, int64_t n) {
   return buf.data();
 }
 
+// Rows [0, n) x [0, d) of bf16 storage (row stride ld) as words, pairs along
+// each row: the storage itself when its rows are whole 4-byte aligned pairs
+// (the usual case: no copy), else packed into `buf`. `ldw` gets the word stride.
+const uint32_t* row_words(const BF16* src, int64_t n, int64_t d, int64_t ld, std::vector<uint32_t>& buf,
+                          int64_t& ldw) {
+  if (d % 2 == 0 && ld % 2 == 0 && reinterpret_cast<uintptr_t>(src) % alignof(uint32_t) == 0) {
+    ldw = ld / 2;
+    return reinterpret_cast<const uint32_t*>(src);
+  }
+  ldw = words(d);
+  mb::rows_to_words(src, n, d, ld, sized(buf, n * ldw), ldw);
+  return buf.data();
+}
+
 // The keys of one (b, h) for the products: transposed words [dk/2][len] and,
 // when `pairs`, row pairs [len/2][dk].
 void pack_keys(const cross_modal::StridedSeq& seq, int64_t b, int64_t h, int64_t len, int64_t d,
                std::vector<uint32_t>& rows_buf, std::vector<uint32_t>& t, std::vector<uint32_t>* pairs) {
   const BF16* src = at_row<const BF16>(seq, b, 0, h);
-  uint32_t* rows = sized(rows_buf, len * words(d));
-  mb::rows_to_words(src, len, d, seq.st, rows, words(d));
-  mb::transpose_words(rows, len, words(d), words(d), sized(t, words(d) * len), len);
+  int64_t ldw;
+  const uint32_t* rows = row_words(src, len, d, seq.st, rows_buf, ldw);
+  mb::transpose_words(rows, len, words(d), ldw, sized(t, words(d) * len), len);
   if (pairs) mb::row_pairs_to_words(src, len, d, seq.st, sized(*pairs, words(len) * d), d);
 }
 
@@ -408,7 +424,6 @@ void forward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, 
   ws.o.resize(kBQ * dv);
   ws.s.resize(kBQ * kBK);
   ws.keep.resize(kBK + 4);
-  uint32_t* q = sized(wb.q, kBQ * words(dk));
   uint32_t* p = sized(wb.p, kBQ * words(kBK));
   float m[kBQ], l[kBQ], ps[kBQ];
   for (int64_t h = h0; h < h1; ++h) {
@@ -421,7 +436,8 @@ void forward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, 
     float* psum = head_stat<float>(P.psum, P, b, h);
     for (int64_t i0 = 0; i0 < tq; i0 += kBQ) {
       const int64_t bq = std::min(kBQ, tq - i0);
-      mb::rows_to_words(at_row<const BF16>(P.q, b, i0, h), bq, dk, P.q.st, q, words(dk));
+      int64_t ldq;
+      const uint32_t* q = row_words(at_row<const BF16>(P.q, b, i0, h), bq, dk, P.q.st, wb.q, ldq);
       std::fill_n(ws.o.data(), bq * dv, 0.f);
       std::fill_n(m, bq, -std::numeric_limits<float>::infinity());
       std::fill_n(l, bq, 0.f);
@@ -430,8 +446,8 @@ void forward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, 
         const int64_t bk = std::min(kBK, len - j0);
         MF_BOUNDS_CHECK(j0 + bk <= P.tk && i0 + bq <= tq, "attention block out of range");
         float* s = ws.s.data();
-        mb::gemm_pairs(bq, bk, words(dk), static_cast<float>(P.scale), q, words(dk), 1, wb.kt.data() + j0, len,
-                       false, s, bk);
+        mb::gemm_pairs(bq, bk, words(dk), static_cast<float>(P.scale), q, ldq, 1, wb.kt.data() + j0, len, false,
+                       s, bk);
         for (int64_t r = 0; r < bq; ++r)
           online_softmax_row(s + r * bk, bk, m[r], l[r], ps[r], ws.o.data() + r * dv, dv, psum != nullptr, drop,
                              stream, b, i0 + r, j0, ws.keep);
@@ -460,8 +476,6 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
   ws.keep.resize(kBK + 4);
   ws.row.resize(kBQ);
   ws.dq.resize(kBQ * dk);
-  uint32_t* q = sized(wb.q, kBQ * words(dk));
-  uint32_t* dout = sized(wb.dout, kBQ * words(dv));
   uint32_t* qp = sized(wb.qp, words(kBQ) * dk);
   uint32_t* dop = sized(wb.dop, words(kBQ) * dv);
   uint32_t* pt = sized(wb.pt, words(kBQ) * kBK);
@@ -487,8 +501,9 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
       }
       const BF16* q_src = at_row<const BF16>(P.q, b, i0, h);
       const BF16* do_src = at_row<const BF16>(P.dout, b, i0, h);
-      mb::rows_to_words(q_src, bq, dk, P.q.st, q, words(dk));
-      mb::rows_to_words(do_src, bq, dv, P.dout.st, dout, words(dv));
+      int64_t ldq, lddw;
+      const uint32_t* q = row_words(q_src, bq, dk, P.q.st, wb.q, ldq);
+      const uint32_t* dout = row_words(do_src, bq, dv, P.dout.st, wb.dout, lddw);
       mb::row_pairs_to_words(q_src, bq, dk, P.q.st, qp, dk);
       mb::row_pairs_to_words(do_src, bq, dv, P.dout.st, dop, dv);
       int64_t lddo, ldo;  // D in fp32
@@ -502,8 +517,8 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
         MF_BOUNDS_CHECK(j0 + bk <= tk && i0 + bq <= tq, "backward block out of range");
         float* s = ws.s.data();
         float* dp = ws.dp.data();
-        mb::gemm_pairs(bq, bk, words(dk), scale, q, words(dk), 1, wb.kt.data() + j0, len, false, s, bk);
-        mb::gemm_pairs(bq, bk, words(dv), 1.f, dout, words(dv), 1, wb.vt.data() + j0, len, false, dp, bk);
+        mb::gemm_pairs(bq, bk, words(dk), scale, q, ldq, 1, wb.kt.data() + j0, len, false, s, bk);
+        mb::gemm_pairs(bq, bk, words(dv), 1.f, dout, lddw, 1, wb.vt.data() + j0, len, false, dp, bk);
         for (int64_t r = 0; r < bq; ++r)
           softmax_backward_row(s + r * bk, dp + r * bk, bk, lse[i0 + r], dpsum ? dpsum[i0 + r] : 0.f, ws.row[r],
                                scale, drop, stream, b, i0 + r, j0, ws.keep);
