@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from maven_fast.model import MAVEN
 from maven_fast.train.batches import to_model_inputs
 from maven_fast.train.config import TrainConfig
+from maven_fast.train.trainer import build_optimizer
 
 
 def training_samples_per_second(cfg: TrainConfig, dataset, collate, backend: str, steps: int = 10,
@@ -17,7 +18,7 @@ def training_samples_per_second(cfg: TrainConfig, dataset, collate, backend: str
     `warmup` steps, on the same batches and initial weights for every backend."""
     torch.manual_seed(cfg.run.seed)
     model = MAVEN(cfg.model, backend=backend)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    optimizer = build_optimizer(cfg, model.parameters())
     loader = DataLoader(dataset, batch_size=cfg.run.batch_size, shuffle=False, collate_fn=collate)
     batches = []
     for batch in loader:
