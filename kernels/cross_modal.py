@@ -348,18 +348,17 @@ def _block_forward(op, x_v, x_a, x_t, len_v, len_a, len_t, in_proj_weight, in_pr
     O = [x0.new_empty((B * T[m], P.n_out[m] * D)) for m in range(3)]
     lse, qt, z, psum = ([None] * 6 for _ in range(4))
     q_src, kv_src, o_dst = ([None] * 6 for _ in range(3))
-    scale = 1.0 / math.sqrt(hd)
     for p in P.problems():
         x, y = QUERY[p], KEY[p]
         lse[p] = x0.new_empty((B, H, T[x]), dtype=acc)
         if P.mode[p] == GENERAL:
             q_src[p], kv_src[p], o_dst[p] = Y[x], Y[y], O[x]
-        else:  # absorbed: qt_h = Q_h W_k,h / sqrt(d_h); K = V = x_y shared by the heads
+        else:  # absorbed: qt_h = Q_h W_k,h (the kernel scales by 1 / sqrt(d_h)); K = V = x_y shared by the heads
             qt[p] = x0.new_empty((B * T[x], H * D))
             for h in range(H):
                 out = qt[p][:, h * D:(h + 1) * D]
                 qh = Y[x][:, P.q_slot[p] * D + h * hd:P.q_slot[p] * D + (h + 1) * hd]
-                torch.addmm(out, qh, in_w[p][D + h * hd:D + (h + 1) * hd], beta=0, alpha=scale, out=out)
+                torch.mm(qh, in_w[p][D + h * hd:D + (h + 1) * hd], out=out)
             z[p] = x0.new_empty((B * T[x], H * D))
             if P.attn_p > 0:
                 psum[p] = x0.new_empty((B, H, T[x]), dtype=acc)
@@ -579,8 +578,7 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
             *common, *_per_pathway(dkv_dst, dummy), *gsum, *_per_pathway(g_new, dummy), *args, **kwargs)
         gsum = [g_new[m] if g_new[m] is not None else gsum[m] for m in range(3)]
 
-    # 6. Absorbed pathways, after: dQ_h = dqt_h W_k,h^T / sqrt(d_h), dW_k,h = Q_h^T dqt_h / sqrt(d_h).
-    scale = 1.0 / math.sqrt(hd)
+    # 6. Absorbed pathways, after: dQ_h = dqt_h W_k,h^T, dW_k,h = Q_h^T dqt_h (dqt has the scale).
     for p in range(6):
         if P.mode[p] != ABSORBED:
             continue
@@ -589,9 +587,9 @@ def _block_backward(op, grad_v, grad_a, grad_t, x_v, x_a, x_t, len_v, len_a, len
             dqth = dqt[p][:, h * D:(h + 1) * D]
             qcols = slice(P.q_slot[p] * D + h * hd, P.q_slot[p] * D + (h + 1) * hd)
             dq = dY[x][:, qcols]
-            torch.addmm(dq, dqth, in_w[p][D + h * hd:D + (h + 1) * hd].t(), beta=0, alpha=scale, out=dq)
+            torch.mm(dqth, in_w[p][D + h * hd:D + (h + 1) * hd].t(), out=dq)
             gwk = g_in_w[p][D + h * hd:D + (h + 1) * hd]
-            torch.addmm(gwk, Y[x][:, qcols].t(), dqth, beta=0, alpha=scale, out=gwk)
+            torch.mm(Y[x][:, qcols].t(), dqth, out=gwk)
 
     # 7. Grouped input projections: dx_m = dsum_m + sum_slots dY_m,s W_s; weight gradients per slot.
     dx = []

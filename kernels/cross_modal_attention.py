@@ -269,7 +269,7 @@ def attention_fwd_kernel(
     v_base = kv + v_col + b * k_sb + h * k_sh
     dcol = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
     dcol_ok = (dcol < hd) | EVEN_D
-    scale = tl.where(absorbed, 1.0, sm_scale) * LOG2E  # base-2 exponent units
+    scale = sm_scale * LOG2E  # base-2 exponent units
     if DROPOUT:
         k0, k1, offset = load_rng(rng_ptr)
         stream = 16 * h + p
@@ -362,7 +362,7 @@ def attention_bwd_dq_kernel(
     do_base = _pick6(p, do0, do1, do2, do3, do4, do5) + o_off
     dcol = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
     dcol_ok = (dcol < hd) | EVEN_D
-    scale = tl.where(absorbed, 1.0, sm_scale)
+    scale = sm_scale
     stat = (b * H + h) * tq
     lse = tl.load(_pick6(p, lse0, lse1, lse2, lse3, lse4, lse5) + stat + rows, mask=row_ok, other=0.0) * LOG2E
     delta = _row_dot(do_base, o_base, o_st, rows, row_ok, hd, BLOCK_M, BLOCK_D, EVEN_D)
@@ -461,7 +461,7 @@ def attention_bwd_dkv_kernel(
         n_rows = tl.where(member, tq, 0)
         h_lo = tl.where(shared, 0, h)
         h_hi = tl.where(shared, H, h + 1)
-        scale = tl.where(shared, 1.0, sm_scale)
+        scale = sm_scale
         q_p = _pick6(pm, q0, q1, q2, q3, q4, q5)
         kv = _pick6(pm, kv0, kv1, kv2, kv3, kv4, kv5)
         o_p = _pick6(pm, o0, o1, o2, o3, o4, o5)

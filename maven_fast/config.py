@@ -264,14 +264,6 @@ class MavenConfig:
         if self.encoders.compute_dtype not in ENCODER_COMPUTE_DTYPES:
             raise ConfigError(f"encoders.compute_dtype: expected one of {', '.join(ENCODER_COMPUTE_DTYPES)}, "
                               f"got {short_repr(self.encoders.compute_dtype)}", key="encoders.compute_dtype")
-        if cm.embed_dim % cm.num_heads:
-            raise ConfigError(
-                f"cross_modal.embed_dim ({cm.embed_dim}) must be divisible by cross_modal.num_heads ({cm.num_heads})",
-                key="cross_modal.num_heads")
-        if self.variant != "reference_mlp" and self.beit.hidden_size % self.beit.num_attention_heads:
-            raise ConfigError(
-                f"beit.hidden_size ({self.beit.hidden_size}) must be divisible by "
-                f"beit.num_attention_heads ({self.beit.num_attention_heads})", key="beit.num_attention_heads")
         positive = {
             "encoders.video_dim": self.encoders.video_dim, "encoders.audio_dim": self.encoders.audio_dim,
             "encoders.text_dim": self.encoders.text_dim, "cross_modal.embed_dim": cm.embed_dim,
@@ -287,6 +279,15 @@ class MavenConfig:
                 raise ConfigError(f"{key} must be positive, got {value}", key=key)
             if value > MAX_SIZE:  # a typo, or a config edited by hand: no model would fit in memory
                 raise ConfigError(f"{key} must be at most {MAX_SIZE}, got {value}", key=key)
+        # after the sizes are known positive (a zero head count is "must be positive", not a crash)
+        if cm.embed_dim % cm.num_heads:
+            raise ConfigError(
+                f"cross_modal.embed_dim ({cm.embed_dim}) must be divisible by cross_modal.num_heads ({cm.num_heads})",
+                key="cross_modal.num_heads")
+        if self.variant != "reference_mlp" and self.beit.hidden_size % self.beit.num_attention_heads:
+            raise ConfigError(
+                f"beit.hidden_size ({self.beit.hidden_size}) must be divisible by "
+                f"beit.num_attention_heads ({self.beit.num_attention_heads})", key="beit.num_attention_heads")
         if not 0 <= self.beit.num_hidden_layers <= MAX_LAYERS:
             raise ConfigError(f"beit.num_hidden_layers must be in [0, {MAX_LAYERS}], got "
                               f"{self.beit.num_hidden_layers}", key="beit.num_hidden_layers")

@@ -102,6 +102,9 @@ def test_public_helpers_round_trip_a_config():
         ("cross_modal:\n  embed_dim: 10\n  num_heads: 3\n", "divisible by cross_modal.num_heads"),
         ("cross_modal:\n  dropout: 1.5\n", r"cross_modal\.dropout must be in \[0, 1\)"),
         ("encoders:\n  video_dim: 0\n", "encoders.video_dim must be positive"),
+        # zero head counts: an error naming the key, not a ZeroDivisionError (found by the CI fuzzer)
+        ("beit:\n  num_attention_heads: 0\n", "beit.num_attention_heads must be positive"),
+        ("cross_modal:\n  num_heads: 0\n", "cross_modal.num_heads must be positive"),
         ("variant: reference_beit\nregressor:\n  output: polar\n", "regressor.output must be 'valence_arousal'"),
         ("beit:\n  num_branches: 2\n", "num_branches must be 1 for the paper variant"),
     ],
