@@ -401,21 +401,45 @@ def test_driver_writes_one_report_with_targets_and_plot(tmp_path, monkeypatch):
     assert "SPEC 6 targets" in csv_path.read_text()
 
 
-@pytest.mark.parametrize("quick, seeds, trained", [(False, None, (0, 1, 2, 3, 4)), (True, None, (0, 1)),
-                                                    (True, 3, (0, 1, 2))])
-def test_accuracy_seeds_reach_the_suite_and_name_the_report(tmp_path, monkeypatch, quick, seeds, trained):
+@pytest.mark.parametrize("quick, seeds, trained, presets", [
+    (False, None, (0, 1, 2, 3, 4), ()), (True, None, (0, 1), ()), (True, 3, (0, 1, 2), ()),
+    (False, 7, tuple(range(7)), ("reference_mlp",)), (True, None, (0, 1), ("paper", "reference_mlp"))])
+def test_accuracy_seeds_reach_the_suite_and_name_the_report(tmp_path, monkeypatch, quick, seeds, trained, presets):
     from maven_fast.benchmark import accuracy
 
     monkeypatch.setattr("maven_fast.benchmark.roofline.measure_machine",
                         lambda device: {"gemm_fp32": (300.0, "fake"), "gemm_bf16": (None, "not measured: fake"),
                                         "copy": (20.0, "fake")})
     asked = []
-    monkeypatch.setattr(accuracy, "run_accuracy", lambda device, epochs, seeds: asked.append(seeds) or cross_result())
+    monkeypatch.setattr(accuracy, "run_accuracy", lambda device, presets, epochs, seeds:
+                        asked.append((presets, seeds)) or cross_result())
     monkeypatch.setattr(suites_mod, "SUITES", {"accuracy": suites_mod.Suite("accuracy", "Accuracy", suites_mod._accuracy)})
     md, _, _ = suites_mod.run_benchmarks(suites_mod.BenchOptions(out=tmp_path, quick=quick, suites=("accuracy",),
-                                                                 accuracy_seeds=seeds))
-    assert asked == [trained]
-    assert md.name.endswith(("-quick" if quick else "") + "-accuracy" + (f"-{seeds}seeds" if seeds else "") + ".md")
+                                                                 accuracy_seeds=seeds, accuracy_presets=presets))
+    assert asked == [(presets or accuracy.PRESETS, trained)]
+    # a report of some presets or seeds never overwrites the day's report of all presets at the default seeds
+    assert md.name.endswith(("-quick" if quick else "") + "-accuracy" + "".join(f"-{p}" for p in presets)
+                            + (f"-{seeds}seeds" if seeds else "") + ".md")
+
+
+def test_accuracy_presets_of_the_cli_are_the_suites():
+    """The CLI keeps its own copy of the preset names (importing the suite slows ``--help``): they must agree."""
+    from maven_fast.benchmark import accuracy
+    from maven_fast.commands import bench
+
+    assert bench.ACCURACY_PRESETS == accuracy.PRESETS
+
+
+def test_accuracy_preset_flag_reaches_the_options(tmp_path, monkeypatch):
+    from maven_fast.cli import main
+
+    seen = []
+    md = tmp_path / "report.md"
+    md.write_text("## SPEC 6 targets\n")
+    monkeypatch.setattr(suites_mod, "run_benchmarks", lambda options: seen.append(options) or (md, md, None))
+    assert main(["bench", "--suite", "accuracy", "--accuracy-preset", "paper", "--accuracy-preset", "reference_mlp",
+                 "--accuracy-preset", "paper"]) == 0
+    assert [o.accuracy_presets for o in seen] == [("paper", "reference_mlp")]  # in the order given, once each
 
 
 def test_accuracy_compares_fused_and_eager_training():
@@ -465,7 +489,8 @@ def test_accuracy_compares_fused_and_eager_training():
 def test_bench_help():
     out = subprocess.run([sys.executable, "-m", "maven_fast", "bench", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for flag in ("--quick", "--device", "--out", "SPEC 6", "--pipeline-seconds", "--accuracy-seeds"):
+    for flag in ("--quick", "--device", "--out", "SPEC 6", "--pipeline-seconds", "--accuracy-seeds",
+                 "--accuracy-preset"):
         assert flag in out.stdout
 
 
@@ -476,6 +501,8 @@ def test_bench_help():
     (["--suite", "polar_head", "--accuracy-seeds", "9"], "--accuracy-seeds applies to the accuracy suite"),
     (["--suite", "accuracy", "--accuracy-seeds", "0"], "expected 1 to 200 seeds, got 0"),
     (["--suite", "accuracy", "--accuracy-seeds", "2.5"], "expected a whole number of seeds, got '2.5'"),
+    (["--suite", "train_step", "--accuracy-preset", "paper"], "--accuracy-preset applies to the accuracy suite"),
+    (["--suite", "accuracy", "--accuracy-preset", "big"], "invalid choice: 'big'"),
 ])
 def test_bench_pipeline_seconds_is_checked(argv, message, capsys):
     from maven_fast.cli import main

@@ -109,9 +109,13 @@ def _train(cfg) -> tuple[dict, float]:
     return {**result["val"], "best_P": result["progress"]["best_P"]}, time.perf_counter() - t0
 
 
+#: the presets the accuracy suite trains (``maven-fast bench --accuracy-preset`` picks some)
+PRESETS = ("reference_mlp", "paper")
+
+
 def run_accuracy(
     device: str = "cpu",
-    presets: tuple[str, ...] = ("reference_mlp", "paper"),
+    presets: tuple[str, ...] = PRESETS,
     epochs: int = 30,
     videos_per_split: int = 3,
     frames: int = 96,

@@ -43,6 +43,7 @@ class BenchOptions:
     suites: tuple[str, ...] = ()   # empty: all
     pipeline_seconds: float | None = None  # pipeline suite: seconds of the video extract/predict process
     accuracy_seeds: int | None = None  # accuracy suite: seeds 0..N-1 (None: 5; --quick: 2)
+    accuracy_presets: tuple[str, ...] = ()  # accuracy suite: these presets only (empty: all)
 
 
 @dataclass
@@ -111,7 +112,8 @@ def _accuracy(o: BenchOptions, rates: Rates) -> SuiteResult:
     # Each training takes seconds; several seeds make the bf16-vs-fp32 comparison one of means, not of one
     # trajectory (accuracy's module docstring).
     seeds = o.accuracy_seeds or (2 if o.quick else 5)
-    return accuracy.run_accuracy(o.device, epochs=30 if o.quick else 60, seeds=tuple(range(seeds)))
+    presets = o.accuracy_presets or accuracy.PRESETS
+    return accuracy.run_accuracy(o.device, presets=presets, epochs=30 if o.quick else 60, seeds=tuple(range(seeds)))
 
 
 def _pipeline_unavailable() -> str | None:
@@ -182,6 +184,8 @@ def run_benchmarks(options: BenchOptions) -> tuple[Path, Path, Path | None]:
     stem = f"{machine_slug(options.device)}-{machine['date']}" + ("-quick" if options.quick else "")
     if options.suites:  # a report of some suites must not overwrite the day's full report
         stem += "-" + "-".join(options.suites)
+    if options.accuracy_presets:  # nor the report of every preset
+        stem += "-" + "-".join(options.accuracy_presets)
     if options.accuracy_seeds is not None:  # nor the day's report with the default seeds
         stem += f"-{options.accuracy_seeds}seeds"
     targets = [spec6_targets(results, rates["gemm_fp32"][0], options.device, rates["gemm_bf16"][0],

@@ -48,9 +48,15 @@ def add_arguments(parser) -> None:
                         help="accuracy suite: train every variant with seeds 0..N-1 and compare the means "
                              f"(default: 5; --quick: 2; at most {MAX_ACCURACY_SEEDS}); more seeds shrink the "
                              "standard error of bf16 vs fp32")
+    parser.add_argument("--accuracy-preset", action="append", choices=list(ACCURACY_PRESETS), default=[],
+                        metavar="PRESET",
+                        help="accuracy suite: train only this preset (repeatable; "
+                             f"{' or '.join(ACCURACY_PRESETS)}; default: both); with --accuracy-seeds, "
+                             "spends the seeds where the comparison needs them")
 
 
 MAX_ACCURACY_SEEDS = 200
+ACCURACY_PRESETS = ("reference_mlp", "paper")  # maven_fast.benchmark.accuracy.PRESETS (not imported: CLI start-up)
 
 
 def _seed_count(text: str) -> int:
@@ -88,12 +94,15 @@ def run(args) -> int:
         print("maven-fast bench: --pipeline-seconds applies to the pipeline suite: add --suite pipeline",
               file=sys.stderr)
         return 2
-    if args.accuracy_seeds is not None and args.suite and "accuracy" not in args.suite:
-        print("maven-fast bench: --accuracy-seeds applies to the accuracy suite: add --suite accuracy",
-              file=sys.stderr)
-        return 2
+    for flag, given in (("--accuracy-seeds", args.accuracy_seeds is not None),
+                        ("--accuracy-preset", bool(args.accuracy_preset))):
+        if given and args.suite and "accuracy" not in args.suite:
+            print(f"maven-fast bench: {flag} applies to the accuracy suite: add --suite accuracy", file=sys.stderr)
+            return 2
+    presets = tuple(dict.fromkeys(args.accuracy_preset))  # in the order given, once each
     options = BenchOptions(device=device, quick=args.quick, out=Path(args.out), suites=tuple(args.suite),
-                           pipeline_seconds=args.pipeline_seconds, accuracy_seeds=args.accuracy_seeds)
+                           pipeline_seconds=args.pipeline_seconds, accuracy_seeds=args.accuracy_seeds,
+                           accuracy_presets=presets)
     try:
         md, csv_path, png = run_benchmarks(options)
     except VariantMismatch as exc:
