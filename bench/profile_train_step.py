@@ -13,11 +13,19 @@ time, against the machine's measured GEMM rate of that precision.
     python bench/profile_train_step.py [--preset paper] [--device cpu] [--steps 3] [--out bench/results]
 
 Writes <out>/train-step-profile-<machine>-<date>-<preset>.md.
+
+``--bare VARIANT`` (``"cpu bf16"``, ``"eager fp32"``, ...) runs that variant's
+steps with no profiler attached and prints the median step time and the minor
+page faults per step, for a sampling profiler outside the process (torch.profiler's
+per-op times include each op's thread fork/join; a sampler's do not):
+
+    perf record -F 499 -- python bench/profile_train_step.py --bare "cpu bf16" --steps 30
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -88,6 +96,27 @@ def profile_variant(cfg: MavenConfig, backend: str, amp: torch.dtype | None, dev
     return wall_ms, dict(groups), top | {f"(other) {k}": v for k, v in top_other.items()}
 
 
+def bare_steps(cfg: MavenConfig, backend: str, amp: torch.dtype | None, device: torch.device,
+               steps: int) -> tuple[list[float], float]:
+    """(ms of each step, minor page faults per step) of one variant, no profiler attached."""
+    import resource
+
+    tv, ta, tt = SHAPES[cfg.variant]
+    model = _model(cfg, _initial_state(cfg, 0), device, backend)
+    step = make_step(model, model, make_batch(cfg, BATCH, tv, ta, tt, device), amp=amp)
+    step()
+    step()  # warm-up: allocator, thread pools, one-time plans, the optimizer's state
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
+
+
 def render(preset: str, device: torch.device, steps: int, results: dict, flops: int, rates: dict) -> str:
     lines = [f"# Training-step profile: {preset}, {device.type}, batch {BATCH}", "",
              f"{datetime.date.today()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
@@ -128,11 +157,24 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--steps", type=int, default=3, help="profiled steps per variant (default 3)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"), help="report folder")
+    ap.add_argument("--bare", metavar="VARIANT",
+                    help="run only this variant ('eager fp32', 'cpu bf16', ...; 'cuda ...' on a GPU) with no "
+                         "profiler attached and print its step times and page faults (for perf record); "
+                         "writes no report")
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error(f"--steps must be >= 1, got {args.steps}")
     device = torch.device(args.device)
     cfg = MavenConfig.preset(args.preset)
+    if args.bare is not None:
+        backend, _, precision = args.bare.partition(" ")
+        fused = "cuda" if device.type == "cuda" else "cpu"
+        if backend not in ("eager", fused) or precision not in ("fp32", "bf16"):
+            ap.error(f"--bare expects 'eager fp32', 'eager bf16', '{fused} fp32' or '{fused} bf16', got {args.bare!r}")
+        times, faults = bare_steps(cfg, backend, torch.bfloat16 if precision == "bf16" else None, device, args.steps)
+        print(f"{args.preset} {args.bare}: median {statistics.median(times):.1f} ms per step over {args.steps} "
+              f"steps (min {min(times):.1f}); {faults:.0f} minor page faults per step")
+        return 0
     native_bf16 = bf16_matmul_support(args.device) is None
     rates = {"fp32": measure_gemm_rate(args.device, torch.float32),
              "bf16": measure_gemm_rate(args.device, torch.bfloat16) if native_bf16 else None}

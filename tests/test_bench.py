@@ -558,7 +558,7 @@ def test_cpu_bf16_block_cases_only_with_native_bf16(monkeypatch):
     assert fused, "the fused block passed its bf16 check and was timed"
 
 
-@pytest.mark.parametrize("script,flags", [("profile_train_step.py", ("--preset", "--steps", "--out")),
+@pytest.mark.parametrize("script,flags", [("profile_train_step.py", ("--preset", "--steps", "--out", "--bare")),
                                           ("profile_cross_modal.py", ("--case", "--steps", "--out")),
                                           ("pipeline_memory.py", ("--minutes", "--device", "--out"))])
 def test_bench_analysis_scripts_help(script, flags):
@@ -597,6 +597,15 @@ def test_train_step_profile_groups_ops_and_accounts_for_the_step():
     text = prof.render("paper", torch.device("cpu"), 1, {"cpu fp32": (wall, groups, top)}, 10**9, {"fp32": 100.0})
     share = next(line for line in text.splitlines() if line.startswith("| step's share of the GEMM rate |"))
     assert share == f"| step's share of the GEMM rate | {100 * 1e9 / (wall * 1e-3) / 1e9 / 100:.0f}% |"
+
+
+def test_train_step_bare_mode_times_the_steps_and_checks_the_variant(capsys):
+    prof = _profile_script()
+    times, faults = prof.bare_steps(tiny_config("reference_mlp"), "eager", None, torch.device("cpu"), steps=2)
+    assert len(times) == 2 and all(t > 0 for t in times) and faults >= 0
+    with pytest.raises(SystemExit):
+        prof.main(["--bare", "cpu fp16", "--steps", "1"])
+    assert "--bare expects 'eager fp32', 'eager bf16', 'cpu fp32' or 'cpu bf16', got 'cpu fp16'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
