@@ -442,12 +442,14 @@ def test_accuracy_preset_flag_reaches_the_options(tmp_path, monkeypatch):
     assert [o.accuracy_presets for o in seen] == [("paper", "reference_mlp")]  # in the order given, once each
 
 
-def test_accuracy_compares_fused_and_eager_training():
+def test_accuracy_compares_fused_and_eager_training(capsys):
     """The accuracy suite trains eager AND the fused CPU backend (same data, seed, config)
     and reports both with their difference; here they agree within SPEC 6's 0.01."""
     from maven_fast.benchmark.accuracy import P_TOLERANCE
 
     result = run_accuracy("cpu", presets=("reference_mlp",), epochs=1, videos_per_split=1, frames=30, seeds=(0, 1))
+    # its progress bar counted every training: 2 backends x 2 precisions x 2 seeds
+    assert "8/8" in capsys.readouterr().err
     (table,) = result.section.tables
     assert table.rows[0][:2] == ["reference_mlp", "eager"] and 0 <= table.rows[0][-1]
     col = {h: i for i, h in enumerate(table.header)}

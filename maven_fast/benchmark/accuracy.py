@@ -123,12 +123,15 @@ def run_accuracy(
     batch_size: int = 2,
     seeds: tuple[int, ...] = (0,),
     precisions: tuple[str, ...] = PRECISIONS,
+    progress: bool = True,
 ) -> SuiteResult:
     """Trains eager and every fused backend per preset, in each of ``precisions``, once per seed of
     ``seeds`` (module docstring); the table holds, as means over the seeds, validation P, CCC_v,
     CCC_a, loss, P - P(eager) in the same precision and, for bf16, P - P(fp32) of the same backend,
     with the spread of P over seeds, the standard error of the paired P - P(fp32) and the largest
-    per-seed |P - P(fp32)|."""
+    per-seed |P - P(fp32)|. ``progress``: a bar of the trainings on stderr."""
+    from tqdm.auto import tqdm
+
     header = ["preset", "backend", "precision", "seeds", "val P", "P sd over seeds", "CCC_v", "CCC_a", "val MSE",
               "P - P(eager)", "P - P(fp32)", "s.e. of P - P(fp32)", "max per-seed |P - P(fp32)|", "best val P",
               "train s"]
@@ -136,19 +139,25 @@ def run_accuracy(
                   f"mean over {len(seeds)} seed(s))", header)
     candidates, skipped = fused_candidates(device)
     per_seed: dict[tuple[str, str], list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="maven-bench-accuracy-") as tmp:
+    trainings = len(presets) * len(precisions) * (1 + len(candidates)) * len(seeds)
+    with tempfile.TemporaryDirectory(prefix="maven-bench-accuracy-") as tmp, \
+            tqdm(total=trainings, desc="accuracy", unit="training", disable=not progress, dynamic_ncols=True) as bar:
         work = Path(tmp)
         cache, signature = build_cache(work, videos_per_split, frames)
         for preset in presets:
             for precision in precisions:
                 for backend in ["eager"] + candidates:
                     key = run_key(backend, precision)
+                    bar.set_postfix_str(f"{preset} {key}")
+                    runs = []
                     try:
-                        runs = [_train(train_config(preset, backend, cache, signature,
-                                                    work / f"{preset}-{key.replace(' ', '-')}-seed{seed}",
-                                                    device, epochs, lr, batch_size, seed, precision))
-                                for seed in seeds]
+                        for seed in seeds:
+                            runs.append(_train(train_config(preset, backend, cache, signature,
+                                                            work / f"{preset}-{key.replace(' ', '-')}-seed{seed}",
+                                                            device, epochs, lr, batch_size, seed, precision)))
+                            bar.update()
                     except BackendUnavailable as exc:
+                        bar.update(len(seeds) - len(runs))
                         reason = " ".join(str(exc).split())
                         skipped.append(Skipped(f"{preset}, maven_fast {key}", reason))
                         continue
