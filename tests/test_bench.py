@@ -562,7 +562,8 @@ def test_cpu_bf16_block_cases_only_with_native_bf16(monkeypatch):
 
 @pytest.mark.parametrize("script,flags", [("profile_train_step.py", ("--preset", "--steps", "--out", "--bare")),
                                           ("profile_cross_modal.py", ("--case", "--steps", "--out")),
-                                          ("pipeline_memory.py", ("--minutes", "--device", "--out"))])
+                                          ("pipeline_memory.py", ("--minutes", "--device", "--out")),
+                                          ("accuracy_sensitivity.py", ("--seeds", "--perturbations", "--out"))])
 def test_bench_analysis_scripts_help(script, flags):
     from pathlib import Path
 
@@ -599,6 +600,33 @@ def test_train_step_profile_groups_ops_and_accounts_for_the_step():
     text = prof.render("paper", torch.device("cpu"), 1, {"cpu fp32": (wall, groups, top)}, 10**9, {"fp32": 100.0})
     share = next(line for line in text.splitlines() if line.startswith("| step's share of the GEMM rate |"))
     assert share == f"| step's share of the GEMM rate | {100 * 1e9 / (wall * 1e-3) / 1e9 / 100:.0f}% |"
+
+
+def test_accuracy_sensitivity_moves_every_initial_weight_by_one_ulp(tmp_path):
+    from types import SimpleNamespace
+
+    from maven_fast.train import trainer
+
+    sens = _profile_script("accuracy_sensitivity")
+    cfg = SimpleNamespace(run=SimpleNamespace(seed=0, backend="eager"), model=tiny_config("reference_mlp"))
+    fake = SimpleNamespace(cfg=cfg, dist=SimpleNamespace(device=torch.device("cpu")))
+    base = trainer.Trainer._make_model(fake)
+    with sens.one_ulp_initial_weights(1):
+        moved = trainer.Trainer._make_model(fake)
+    with sens.one_ulp_initial_weights(None):
+        same = trainer.Trainer._make_model(fake)
+    after = trainer.Trainer._make_model(fake)  # the trainer is itself again after the block
+    for (name, w), m, s, a in zip(base.named_parameters(), moved.parameters(), same.parameters(), after.parameters()):
+        assert torch.equal(w, s) and torch.equal(w, a), name
+        nonzero = w != 0
+        rel = ((m - w)[nonzero] / w[nonzero]).abs()
+        assert torch.allclose(rel, torch.full_like(rel, 2.0 ** -23), rtol=0.5), name  # one ulp, up or down
+        assert (m[nonzero] != w[nonzero]).all(), name
+    rows = sens.run("reference_mlp", [0], [1], epochs=1, backends=["eager"], videos_per_split=1, frames=30)
+    assert [(r[0], r[1], r[2]) for r in rows] == [(0, "eager", None), (0, "eager", 1)]
+    assert all(-1 <= r[3] <= 1 for r in rows)
+    text = sens.render("reference_mlp", 1, rows)
+    assert "| 0 | eager | as trained |" in text and f"{rows[1][3] - rows[0][3]:+.4f} |" in text
 
 
 def test_train_step_bare_mode_times_the_steps_and_checks_the_variant(capsys):
