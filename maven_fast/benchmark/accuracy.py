@@ -19,12 +19,13 @@ rule). P = (CCC_v + CCC_a) / 2 per frame over the validation split.
 Each run is repeated for every seed of ``seeds`` (model initialisation and
 batch order; the data stay the same) and the table gives the mean over seeds,
 their spread and the largest per-seed difference. fp32 eager and fused training
-compute the same function in another summation order, so they agree closely
-seed by seed on most seeds (measured over 30 seeds: means 0.0019 apart; the worst
-`paper` seed 0.042, one whose final P moves by as much when its initial weights
-move by one ulp: ``bench/accuracy_sensitivity.py``); bf16 and fp32 training do not: rounding changes the trajectory, and on a dataset this small one seed's
-final P moves by a few hundredths with it (measured: eager bf16 and fused bf16,
-the same precision, 0.036 apart on one seed). Whether bf16 trains as well as
+compute the same function in another summation order, so they agree closely on
+most seeds (measured over 30 seeds: means 0.0019 apart; the worst `paper` seed
+0.042, one whose final P moves by as much when its initial weights move by one
+ulp: ``bench/accuracy_sensitivity.py``); bf16 and fp32 training do not: rounding
+changes the trajectory, and on a dataset this small one seed's final P moves by
+a few hundredths with it (measured: eager bf16 and fused bf16, the same
+precision, 0.036 apart on one seed). Whether bf16 trains as well as
 fp32 is therefore judged on the mean over seeds, with the per-seed spread shown.
 """
 from __future__ import annotations
