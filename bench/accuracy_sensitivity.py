@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from maven_fast.benchmark.accuracy import PRESETS, _train, build_cache, train_config
+from maven_fast.benchmark.accuracy import BATCH_SIZE, LR, PRESETS, _train, build_cache, train_config
 from maven_fast.benchmark.machine import machine_slug
 
 
@@ -66,7 +66,7 @@ def run(preset: str, seeds: list[int], perturbations: list[int], epochs: int, ba
             for backend in backends:
                 for g in [None, *perturbations]:
                     cfg = train_config(preset, backend, cache, signature, work / f"{backend}-{seed}-{g}", device,
-                                       epochs, 1e-3, 2, seed)
+                                       epochs, LR, BATCH_SIZE, seed)
                     with one_ulp_initial_weights(g):
                         p = _train(cfg)[0]["P"]
                     rows.append((seed, backend, g, p))

@@ -70,13 +70,18 @@ def group_of(name: str) -> str:
     return "other"
 
 
+def variant_step(cfg: MavenConfig, backend: str, amp: torch.dtype | None, device: torch.device):
+    """One training step of the variant, as the training-step suite builds it (same model, batch, weights)."""
+    tv, ta, tt = SHAPES[cfg.variant]
+    model = _model(cfg, _initial_state(cfg, 0), device, backend)
+    return make_step(model, model, make_batch(cfg, BATCH, tv, ta, tt, device), amp=amp)
+
+
 def profile_variant(cfg: MavenConfig, backend: str, amp: torch.dtype | None, device: torch.device,
                     steps: int) -> tuple[float, dict[str, float], dict[str, float]]:
     """(ms per step, self ms per step by group, self ms per step of the 8 largest ops and of the 5
     largest ops in no group) of one variant."""
-    tv, ta, tt = SHAPES[cfg.variant]
-    model = _model(cfg, _initial_state(cfg, 0), device, backend)
-    step = make_step(model, model, make_batch(cfg, BATCH, tv, ta, tt, device), amp=amp)
+    step = variant_step(cfg, backend, amp, device)
     step()  # warm-up: allocator, thread pools, one-time plans
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
@@ -101,9 +106,7 @@ def bare_steps(cfg: MavenConfig, backend: str, amp: torch.dtype | None, device: 
     """(ms of each step, minor page faults per step) of one variant, no profiler attached."""
     import resource
 
-    tv, ta, tt = SHAPES[cfg.variant]
-    model = _model(cfg, _initial_state(cfg, 0), device, backend)
-    step = make_step(model, model, make_batch(cfg, BATCH, tv, ta, tt, device), amp=amp)
+    step = variant_step(cfg, backend, amp, device)
     step()
     step()  # warm-up: allocator, thread pools, one-time plans, the optimizer's state
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

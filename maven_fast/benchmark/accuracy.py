@@ -113,6 +113,8 @@ def _train(cfg) -> tuple[dict, float]:
 
 #: the presets the accuracy suite trains (``maven-fast bench --accuracy-preset`` picks some)
 PRESETS = ("reference_mlp", "paper")
+#: the suite's optimiser settings (bench/accuracy_sensitivity.py trains with the same)
+LR, BATCH_SIZE = 1e-3, 2
 
 
 def run_accuracy(
@@ -121,8 +123,8 @@ def run_accuracy(
     epochs: int = 30,
     videos_per_split: int = 3,
     frames: int = 96,
-    lr: float = 1e-3,
-    batch_size: int = 2,
+    lr: float = LR,
+    batch_size: int = BATCH_SIZE,
     seeds: tuple[int, ...] = (0,),
     precisions: tuple[str, ...] = PRECISIONS,
     progress: bool = True,
