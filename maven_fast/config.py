@@ -433,7 +433,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 raise fail() from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail()
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int past float's range
+            raise ConfigError(f"{path}: expected float, got an integer too large for a float "
+                              f"(over 1.8e308)", key=path) from None
     if tp is str:
         if not isinstance(value, str):
             raise fail()
@@ -484,14 +488,37 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+#: The deepest ``[``/``{`` nesting a YAML text may have (configs nest four levels). PyYAML's
+#: scanner keeps one candidate key per open flow collection and re-checks them all at each
+#: token, so ``[[[[...`` costs time quadratic in the depth: 2,000 levels took 0.9 s here.
+MAX_YAML_FLOW_DEPTH = 64
+
+
+class _FlowDepthBoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that stops at :data:`MAX_YAML_FLOW_DEPTH` nested flow collections
+    with a located syntax error, before the quadratic scan of deep nesting starts."""
+
+    def fetch_flow_collection_start(self, TokenClass):
+        if self.flow_level >= MAX_YAML_FLOW_DEPTH:
+            raise yaml.scanner.ScannerError(
+                None, None, f"more than {MAX_YAML_FLOW_DEPTH} nested '[' or '{{' "
+                f"(a config nests a few levels; is a bracket unclosed?)", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+
 def load_yaml(text: str, source: str) -> tuple[Any, Any]:
     """Parse YAML ``text`` (safe tags only) into ``(data, node)``: the plain value and the
     composed node tree, whose marks locate each key (see :func:`yaml_location`). Any error
     is a one-line :class:`ConfigError` ``SOURCE:LINE:COLUMN: ...`` (1-based)."""
     loader = None
     try:
-        loader = yaml.SafeLoader(text)  # checks the characters
-        node = loader.get_single_node()
+        loader = _FlowDepthBoundedLoader(text)  # checks the characters
+        try:
+            node = loader.get_single_node()
+        except (ValueError, OverflowError) as exc:  # a "\U" escape past U+10FFFF: chr() fails
+            mark = loader.get_mark()
+            raise ConfigError(f"{source}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: a "
+                              f"character escape past U+10FFFF ({_one_line(exc)})") from None
         if node is None:
             return None, None
         try:

@@ -176,7 +176,15 @@ def test_yaml_syntax_error_is_one_line_with_file_line_column(tmp_path):
     ("model:\n  \"\\n\": 1\n", ":2:3: model: unknown key(s) '\\n'"),                    # a key with a newline
     ("optim:\n  betas: [0.9, 1.5]\n", ":3:"),                                              # (flow: same line)
     ("- 1\n- 2\n", ":1:1: a training config must be a YAML mapping"),
-    ("a: " + "[" * 5000 + "]" * 5000 + "\n", ": YAML nested too deeply"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", ":1:68: YAML syntax error: more than 64 nested '['"),
+    # CI fuzz (2026-12-04): PyYAML scans unclosed '[[[[...' in time quadratic in the depth
+    # (0.9 s at 2,115 levels, over the fuzz deadline on CI); the reader stops at level 65
+    ("[" * 2115 + "\nmodel: paper\n", ":1:65: YAML syntax error: more than 64 nested '['"),
+    ("a: " + "[" * 64 + "]" * 64 + "\n", ":1:1: config: unknown key(s) 'a'"),  # 64 levels still parse
+    ("a:\n" + "- " * 2000 + "1\n", ": YAML nested too deeply"),  # block nesting: no quadratic scan
+    # fuzz (2026-12-04): ValueError / OverflowError from chr() of a "\U" escape past U+10FFFF
+    ('"\\x1F\\U2147483648"\n', ":1:8: YAML syntax error: a character escape past U+10FFFF"),
+    ('a: 1\nb: "\\U0010FFFF"\nc: "\\UFFFFFFFF"\n', ":3:7: YAML syntax error: a character escape past U+10FFFF"),
 ])
 def test_bad_config_files_name_file_line_and_column(tmp_path, text, where):
     path = write(tmp_path, "c.yaml", text.encode())
@@ -212,6 +220,17 @@ def test_bad_overrides_name_the_override(override, message):
     with pytest.raises(ConfigError) as err:
         TrainConfig.load(None, [override])
     assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.parametrize("override, key", [("optim.lr=" + "9" * 400, "optim.lr"),
+                                           ("optim.betas=[0.9, 1" + "0" * 309 + "]", "optim.betas[1]")])
+def test_an_int_past_float_range_is_a_config_error(override, key):
+    # fuzz (2026-12-04): OverflowError escaped from float() of an int past 1.8e308
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.load(None, [override])
+    msg = str(err.value)
+    assert msg.startswith("override '") and "\n" not in msg, msg
+    assert msg.endswith(f": {key}: expected float, got an integer too large for a float (over 1.8e308)"), msg
 
 
 def test_a_bad_file_value_set_again_by_an_override_names_the_override(tmp_path):
