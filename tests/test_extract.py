@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from _data_helpers import ramp_frames
 from maven_fast.cli import main
 from maven_fast.data import DataError, DataWarning, read_transcript
+from maven_fast.data import cache_format as cf
 from maven_fast.data.dataset import FeatureCacheDataset, collate_segments
 from maven_fast.data.extract import extract_features
 from maven_fast.data.synth import make_synthetic_dataset, write_mp4
@@ -150,7 +151,9 @@ def test_resume_skips_complete_shards_and_redoes_killed_ones(synth, cache, encod
 
 def test_a_video_whose_file_name_is_not_utf8_is_cached_and_indexed(encoders, tmp_path):
     """Undecodable bytes in a name reach Python as surrogates; safetensors opens only UTF-8 paths,
-    so the shard was written but never read back: no index, and every run extracted it again."""
+    so the shard was written but never read back: no index, and every run extracted it again.
+    And the issues its files raised (their paths hold the surrogates) made the shard's metadata
+    unwritable: the video failed with a UnicodeEncodeError (found by fuzzing, 2026-12-04)."""
     from fractions import Fraction
 
     from _data_helpers import make_mp4
@@ -162,11 +165,16 @@ def test_a_video_whose_file_name_is_not_utf8_is_cached_and_indexed(encoders, tmp
     (root / "transcripts" / f"{name}.txt").write_text("[0.0s - 0.6s]: hello\n[0.6s - 1.2s]: there\n")
     ann = root / "annotations" / "VA_Estimation_Challenge" / "Train_Set"
     ann.mkdir(parents=True)
-    write_va_annotations(ann / f"{name}.txt", np.zeros((30, 2)))
+    values = np.zeros((30, 2))
+    values[3] = (2.5, 0.1)  # a reported issue naming the annotation file
+    write_va_annotations(ann / f"{name}.txt", values)
     kwargs = dict(splits=("train",), progress=False, batch_size=2, frame_batch=16, max_audio_seconds=0.25)
-    result = extract_features(root, tmp_path / "cache", encoders, **kwargs)
+    with pytest.warns(DataWarning, match="outside"):
+        result = extract_features(root, tmp_path / "cache", encoders, **kwargs)
     assert result.written == [f"train/{name}"] and result.index_path
     assert [p.name for p in (tmp_path / "cache" / "train").iterdir()] == ["clip-\\xff.safetensors"]
+    issues = cf.read_shard_header(tmp_path / "cache" / "train" / "clip-\\xff.safetensors")["issues"]
+    assert [i["path"] for i in issues] == [str(ann / f"{name}.txt")] and "outside" in issues[0]["message"]
     ds = FeatureCacheDataset(tmp_path / "cache", "train")
     assert len(ds) == 2 and ds.item(0).name == name and ds[1]
     assert extract_features(root, tmp_path / "cache", encoders, **kwargs).written == []

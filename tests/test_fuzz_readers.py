@@ -534,7 +534,9 @@ def _write_shard(path: Path, name: str, lengths: list[int], metadata_edit=None) 
     if metadata_edit is not None:
         meta = metadata_edit(meta)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={k: v if k == "format" and isinstance(v, str) else
+    # (a lone surrogate has no UTF-8 form, so no file holds one: its escaped form stands in)
+    save_file(tensors, str(path), metadata={k: v.encode("utf-8", "backslashreplace").decode()
+                                            if k == "format" and isinstance(v, str) else
                                             json.dumps(v) for k, v in meta.items()})
 
 

@@ -222,6 +222,16 @@ def test_bad_overrides_name_the_override(override, message):
     assert str(err.value).startswith(message), str(err.value)
 
 
+@pytest.mark.parametrize("key", ["run.out_dir", "data.cache"])
+def test_a_path_that_is_not_utf8_is_a_config_error(tmp_path, key):
+    # A checkpoint folder with undecodable bytes (a surrogate) failed at the first checkpoint,
+    # after an epoch of training: safetensors writes only to UTF-8 paths
+    section, name = key.split(".")
+    path = write(tmp_path, "c.yaml", f'{section}:\n  {name}: "runs/r-\\udcff"\n'.encode())
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.load(path)
+    assert str(err.value).startswith(f"{path}:2:3: {key} must be a UTF-8 path"), str(err.value)
+
 @pytest.mark.parametrize("override, key", [("optim.lr=" + "9" * 400, "optim.lr"),
                                            ("optim.betas=[0.9, 1" + "0" * 309 + "]", "optim.betas[1]")])
 def test_an_int_past_float_range_is_a_config_error(override, key):

@@ -63,17 +63,22 @@ def remove_stale_temps(final: Path) -> int:
     return count
 
 
+def utf8_json(data: Any, **dumps_kwargs) -> str:
+    """``json.dumps(data)`` with non-ASCII text kept as is, in a form UTF-8 can encode (files,
+    safetensors metadata): a lone surrogate (undecodable bytes of a file name under
+    surrogateescape, or a "\\ud800" escape read from JSON) has no UTF-8 form, so it is written
+    as JSON's \\uXXXX escape, which only occurs inside strings and reads back as the same string."""
+    text = json.dumps(data, ensure_ascii=False, **dumps_kwargs)
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as UTF-8 JSON through a temporary file and a rename: readers see the
     old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
-    text = json.dumps(data, indent=1, ensure_ascii=False)
-    # A lone surrogate (undecodable bytes of a file name under surrogateescape, or a "\ud800"
-    # escape read from JSON) has no UTF-8 form; written as JSON's \uXXXX escape, which only
-    # occurs inside strings, it reads back as the same string.
-    tmp.write_bytes(text.encode("utf-8", errors="backslashreplace"))
+    tmp.write_bytes(utf8_json(data, indent=1).encode("utf-8"))
     os.replace(tmp, path)
 
 

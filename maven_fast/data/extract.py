@@ -221,7 +221,7 @@ def _extract_video(entry: VideoEntry, segments: list[Segment], encoders, final: 
                                          "num_text_tokens": int(tensors[f"{s.index:04d}/text"].shape[0])}
                                         for s in kept]),
                 "skipped_segments": json.dumps(skipped),
-                "issues": json.dumps(report.to_list(), ensure_ascii=False)}
+                "issues": cf.utf8_json(report.to_list())}  # paths may hold surrogates
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = cf.temp_name(final)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)

@@ -62,6 +62,14 @@ class RunConfig:
     dist_timeout_s: int = 300          # a rank that stops answering fails the job after this
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass
 class TrainConfig:
     model: MavenConfig = field(default_factory=MavenConfig.paper)
@@ -126,6 +134,10 @@ class TrainConfig:
         for key, value in (("data.cache", d.cache), ("data.train_split", d.train_split),
                            ("data.val_split", d.val_split), ("run.out_dir", r.out_dir)):
             check(key, value, "\x00" not in value, "free of NUL characters")
+        for key, value in (("data.cache", d.cache), ("run.out_dir", r.out_dir)):
+            # undecodable bytes of a path arrive as surrogates; safetensors opens only UTF-8 paths
+            check(key, value, _is_utf8(value), "a UTF-8 path (the cache and checkpoints are safetensors "
+                  "files, which open only UTF-8 paths): choose another folder")
 
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
