@@ -30,6 +30,8 @@ ORIGINAL_BEIT_CHECKPOINT = "microsoft/beit-base-patch16-224-pt22k"
 #: Upper bounds of the sizes a config may name (checked by :meth:`MavenConfig.validate`).
 MAX_SIZE = 1 << 20
 MAX_LAYERS = 1024
+#: float32's largest finite value: the bound of config numbers built into float32 tensors.
+FLOAT32_MAX = 3.4028234663852886e38
 #: ``model.encoders.compute_dtype`` values: the cache's (filled in by training), or a precision.
 ENCODER_COMPUTE_DTYPES = ("cache", "float32", "bfloat16", "float16")
 
@@ -308,6 +310,16 @@ class MavenConfig:
         for key, value in probabilities.items():
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {value}", key=key)
+        # Built into float32 parameters and kernels: a value past float32's range (3.4e38)
+        # overflowed in torch.full (a fuzz find, 2026-12-04) or turned the weights to inf.
+        b = self.beit
+        ranges = {"beit.layer_norm_eps": (b.layer_norm_eps, 0.0), "beit.initializer_range": (b.initializer_range, 0.0),
+                  "beit.layer_scale_init_value": (b.layer_scale_init_value, -FLOAT32_MAX),
+                  "loss.mse_weight": (self.loss.mse_weight, 0.0), "loss.ccc_weight": (self.loss.ccc_weight, 0.0)}
+        for key, (value, low) in ranges.items():
+            if not low <= value <= FLOAT32_MAX:
+                want = "a number in [0, 3.4e38]" if low == 0.0 else "a finite number within float32's range (3.4e38)"
+                raise ConfigError(f"{key} must be {want}, got {value}", key=key)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

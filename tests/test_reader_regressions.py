@@ -232,6 +232,19 @@ def test_a_path_that_is_not_utf8_is_a_config_error(tmp_path, key):
         TrainConfig.load(path)
     assert str(err.value).startswith(f"{path}:2:3: {key} must be a UTF-8 path"), str(err.value)
 
+@pytest.mark.parametrize("override, message", [
+    ("model.beit.layer_scale_init_value=1e299", "must be a finite number within float32's range (3.4e38), got 1e+299"),
+    ("model.beit.layer_scale_init_value=.nan", "must be a finite number within float32's range (3.4e38), got nan"),
+    ("model.beit.initializer_range=.inf", "must be a number in [0, 3.4e38], got inf"),
+    ("model.beit.layer_norm_eps=-1", "must be a number in [0, 3.4e38], got -1.0"),
+    ("model.loss.ccc_weight=-0.5", "must be a number in [0, 3.4e38], got -0.5"),
+])
+def test_model_numbers_past_float32_are_config_errors(override, message):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.load(None, [override])
+    assert str(err.value) == f"override {override!r}: {key} {message}", str(err.value)
+
 @pytest.mark.parametrize("override, key", [("optim.lr=" + "9" * 400, "optim.lr"),
                                            ("optim.betas=[0.9, 1" + "0" * 309 + "]", "optim.betas[1]")])
 def test_an_int_past_float_range_is_a_config_error(override, key):
@@ -389,6 +402,11 @@ def test_checkpoint_damaged_weights_that_the_manifest_vouches_for(tmp_path):
     lambda m: {**m, "config": [1]},
     lambda m: {**m, "config": {**m["config"], "model": {**m["config"]["model"], "beit": {
         **m["config"]["model"]["beit"], "intermediate_size": 10**6}}}},   # would build a huge model
+    # CI fuzz (2026-12-04): torch.full overflowed building a layer scale of 1e299 (RuntimeError)
+    lambda m: {**m, "config": {**m["config"], "model": {**m["config"]["model"], "beit": {
+        **m["config"]["model"]["beit"], "layer_scale_init_value": 1e299}}}},
+    lambda m: {**m, "config": {**m["config"], "model": {**m["config"]["model"], "beit": {
+        **m["config"]["model"]["beit"], "initializer_range": -1.0}}}},        # normal_() std < 0
 ])
 def test_checkpoint_manifest_edits_are_checkpoint_errors(tmp_path, edit):
     from maven_fast.train.api import load_trained_model
