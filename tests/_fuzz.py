@@ -12,8 +12,8 @@ shared by their weights; ``MAVEN_FAST_FUZZ_DEADLINE`` (default 5 s) is the
 longest one input may take before it counts as a hang (a SIGALRM timer, so a
 reader stuck in a Python loop is stopped and the input shrunk; a reader stuck
 inside C code, which no signal handler interrupts, is stopped at 4x the
-deadline by faulthandler, which prints every thread's stack and exits, so CI
-fails instead of hanging); a fixed ``MAVEN_FAST_FUZZ_SEED`` makes a run
+deadline by faulthandler, which prints every thread's stack (on the terminal,
+past pytest's capture: :data:`HANG_STREAM`) and exits, so CI fails instead of hanging); a fixed ``MAVEN_FAST_FUZZ_SEED`` makes a run
 repeatable.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import math
 import os
 import re
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -34,6 +35,21 @@ from hypothesis import strategies as st
 TOTAL_SECONDS = float(os.environ.get("MAVEN_FAST_FUZZ_SECONDS", "60"))
 DEADLINE_SECONDS = float(os.environ.get("MAVEN_FAST_FUZZ_DEADLINE", "5"))
 SEED = os.environ.get("MAVEN_FAST_FUZZ_SEED")
+
+
+#: Where the stacks of a reader stuck in C code are printed before the process ends. pytest
+#: redirects fd 2 to a temporary file during a test, which dies with the process: a C-level
+#: hang then ended the run with no word (seen in a 20-minute run). test_fuzz_readers sets
+#: this to the terminal's stderr (:func:`terminal_stderr`); None: this process's stderr.
+HANG_STREAM = None
+
+
+def terminal_stderr(config):
+    """A file on the stderr pytest's capture saved (None where its internals differ)."""
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    err = getattr(getattr(capman, "_global_capturing", None), "err", None)
+    fd = getattr(err, "targetfd_save", None)
+    return os.fdopen(os.dup(fd), "w") if isinstance(fd, int) else None
 
 
 class Hang(BaseException):
@@ -49,7 +65,7 @@ def deadline(seconds: float = DEADLINE_SECONDS):
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
-    faulthandler.dump_traceback_later(4 * seconds, exit=True)
+    faulthandler.dump_traceback_later(4 * seconds, exit=True, file=HANG_STREAM or sys.stderr)
     try:
         yield
     finally:

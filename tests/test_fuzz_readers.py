@@ -36,6 +36,7 @@ import torch
 import yaml
 from hypothesis import strategies as st
 
+import _fuzz
 from _fuzz import TOTAL_SECONDS, Stats, file_bytes, fuzz, mutated, mutated_tree, TOKENS
 from maven_fast.config import MAX_YAML_FLOW_DEPTH, ConfigError, MavenConfig, yaml_location
 from maven_fast.data import cache_format as cf
@@ -62,7 +63,11 @@ STATS: list[Stats] = []
 
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
+    _fuzz.HANG_STREAM = _fuzz.terminal_stderr(request.config)
     yield
+    if _fuzz.HANG_STREAM is not None:
+        _fuzz.HANG_STREAM.close()
+        _fuzz.HANG_STREAM = None
     if not STATS:
         return
     total = sum(s.inputs for s in STATS)
