@@ -122,6 +122,17 @@ def test_lists_that_are_not_utf8_are_a_data_error_with_the_line(tmp_path, reader
         reader(path)
 
 
+def test_frame_numbers_with_thousands_of_leading_zeros(tmp_path):
+    # fuzz (2026-12-04): a frame number of 4,301+ digits that are leading zeros passed the
+    # length check (made after stripping them) and int() refused the whole string
+    path = write(tmp_path, "zeros.csv", b"a/" + b"0" * 5000 + b"12.jpg\nb/00001.jpg\n")
+    assert len(read_frame_list(path)) == 2
+    from maven_fast.data.frames import frame_number
+    from maven_fast.data.submission import parse_location
+    assert parse_location("a/" + "0" * 5000 + "12.jpg") == ("a", 12)
+    assert frame_number("0" * 5000 + "12.jpg") == 12 and frame_number("0" * 5000 + ".jpg") is None
+
+
 def test_lists_with_broken_csv_or_huge_frame_numbers(tmp_path):
     # review: csv.Error (a field over csv's 131072-character limit), a frame number of 5000
     # digits (ValueError from int()), NaN values in a submission

@@ -29,9 +29,10 @@ def frame_number(name: str) -> int | None:
     """The 1-based frame number of an image name such as ``00012.jpg``, or None when the name
     is not a numbered image (or its number is 0 or above :data:`MAX_FRAME_NUMBER`)."""
     m = IMAGE_NAME.match(name)
-    if not m or len(m.group(1).lstrip("0")) > len(str(MAX_FRAME_NUMBER)):
+    digits = m.group(1).lstrip("0") if m else ""
+    if not m or len(digits) > len(str(MAX_FRAME_NUMBER)):
         return None
-    number = int(m.group(1))
+    number = int(digits or 0)  # (leading zeros gone: int() refuses over 4300 digits)
     return number if 1 <= number <= MAX_FRAME_NUMBER else None
 
 

@@ -42,7 +42,7 @@ def parse_location(location: str, *, path: str = "", line: int | None = None) ->
     if len(digits) > len(str(MAX_FRAME_NUMBER)) or int(digits or 0) > MAX_FRAME_NUMBER:
         raise DataError(path, f"frame number of {location[:80]!r} is above {MAX_FRAME_NUMBER}",
                         line=line, fix="use the organisers' frame list")
-    return m.group("name"), int(m.group("frame"))
+    return m.group("name"), int(digits or 0)  # (leading zeros gone: int() refuses over 4300 digits)
 
 
 def _csv_rows(path: str):
