@@ -145,6 +145,10 @@ def test_lists_with_broken_csv_or_huge_frame_numbers(tmp_path):
     path = write(tmp_path, "nan.csv", b"image_location,valence,arousal\na/00001.jpg,nan,0\n")
     with pytest.raises(DataError, match=re.escape(f"{path}:2:")):
         read_submission(path)
+    # fuzz (2026-12-04): a finite value past float32's range read back as inf (a numpy warning)
+    path = write(tmp_path, "big.csv", b"image_location,valence,arousal\na/00001.jpg,0,1e39\n")
+    with pytest.raises(DataError, match=re.escape(f"{path}:2: values are not finite float32 numbers")):
+        read_submission(path)
     # a quoted location over two lines: the row's first line is named
     path = write(tmp_path, "q.csv", b'a/00001.jpg\n"b\nc"\n')
     with pytest.raises(DataError, match=re.escape(f"{path}:2:")):

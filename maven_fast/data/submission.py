@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from maven_fast.data.report import DataError, Report
+from maven_fast.config import FLOAT32_MAX
 
 HEADER = ("image_location", "valence", "arousal")
 _LOCATION = re.compile(r"^(?P<name>.+)/(?P<frame>\d+)\.(jpe?g|png)$", re.IGNORECASE | re.ASCII)
@@ -218,8 +219,9 @@ def read_submission(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
             value = (float(row[1]), float(row[2]))
         except ValueError:
             value = None
-        if value is None or not all(math.isfinite(v) for v in value):
-            raise DataError(path, f"values are not finite numbers: {[c[:40] for c in row[1:]]!r}",
+        # (kept as float32: a finite value past its range, 3.4e38, would turn into inf)
+        if value is None or not all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in value):
+            raise DataError(path, f"values are not finite float32 numbers: {[c[:40] for c in row[1:]]!r}",
                             line=lineno)
         frames, vals = out.setdefault(name, ([], []))
         frames.append(frame)
