@@ -506,7 +506,7 @@ def _one_line(text: str) -> str:
 MAX_YAML_FLOW_DEPTH = 64
 
 
-class _FlowDepthBoundedLoader(yaml.SafeLoader):
+class FlowDepthBoundedLoader(yaml.SafeLoader):
     """PyYAML's safe loader that stops at :data:`MAX_YAML_FLOW_DEPTH` nested flow collections
     with a located syntax error, before the quadratic scan of deep nesting starts."""
 
@@ -524,7 +524,7 @@ def load_yaml(text: str, source: str) -> tuple[Any, Any]:
     is a one-line :class:`ConfigError` ``SOURCE:LINE:COLUMN: ...`` (1-based)."""
     loader = None
     try:
-        loader = _FlowDepthBoundedLoader(text)  # checks the characters
+        loader = FlowDepthBoundedLoader(text)  # checks the characters
         try:
             node = loader.get_single_node()
         except (ValueError, OverflowError) as exc:  # a "\U" escape past U+10FFFF: chr() fails
