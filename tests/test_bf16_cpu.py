@@ -49,11 +49,13 @@ def check_rule(name, fused, eager, ref, factor=2.0):
 
 # --------------------------------------------------------------------------- the op
 # d = 66, h = 2: head size 33, so the bf16 attention's rows are not whole aligned
-# pairs and it packs them (row_words) instead of reading them in place.
+# pairs and it packs them (row_words) instead of reading them in place. 257 steps:
+# three key blocks and five query blocks (dQ and dK/dV written by the first, added by the rest).
 @pytest.mark.parametrize("t,shortcuts,d", [((17, 3, 1), False, 64), ((17, 3, 1), True, 64),
                                            ((9, 40, 5), "absorb", 64), ((1, 1, 1), True, 64),
                                            ((70, 33, 12), False, 64), ((21, 9, 5), False, 66),
-                                           ((21, 9, 5), "absorb", 66)])
+                                           ((21, 9, 5), "absorb", 66), ((70, 257, 12), False, 64),
+                                           ((70, 257, 12), "absorb", 64)])
 def test_cross_modal_block_bf16(t, shortcuts, d):
     torch.manual_seed(0)
     h = 2

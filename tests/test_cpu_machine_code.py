@@ -25,8 +25,9 @@ pytestmark = [
 ]
 
 TILE = re.compile(r"^[0-9a-f]+ <(?:void )?maven_fast::cpu_(AVX512|AVX2)::(micro|micro_bf16)::"
-                  r"(nn_tile<(?:float|double), \d, (?:true|false)>|pairs_tile<\d>)\(.*(?<!@plt)>:$")
+                  r"(nn_tile<(?:float|double), \d, \d, (?:true|false)>|pairs_tile<\d, \d>)\(.*(?<!@plt)>:$")
 PRODUCT = {"micro": re.compile(r"\tvfmadd\d+p[sd]\s"), "micro_bf16": re.compile(r"\tvdpbf16ps\s")}
+BF16_PRODUCT_DEST = re.compile(r"\tvdpbf16ps\s.*,(%zmm\d+)$")  # AT&T: the destination comes last
 STACK_STORE = re.compile(r"\tv?mov\w*\s+%[xyz]mm\d+,\s*-?(?:0x[0-9a-f]+)?\(%rsp")
 
 
@@ -53,23 +54,32 @@ def tiles():
     return _tiles()
 
 
-@pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
-def test_every_fp_tile_exists_and_multiplies(tiles, capability):
+@pytest.mark.parametrize("capability,vectors,partial", [("AVX512", 4, range(1, 5)), ("AVX2", 2, [2])])
+def test_every_fp_tile_exists_and_multiplies(tiles, capability, vectors, partial):
+    """Per row count (1-6): the full tile (all `vectors` column vectors) and the partial tiles:
+    on AVX512 one per vector count (a block narrower than the full tile multiplies only the
+    vectors it needs), on AVX2 one with both vectors (micro_gemm.h: gemm_nn_partial)."""
     names = tiles[(capability, "micro")]
     for dtype in ("float", "double"):
         for rows in range(1, 7):
-            for full in ("true", "false"):
-                name = f"nn_tile<{dtype}, {rows}, {full}>"
+            for nv, full in [(vectors, "true")] + [(nv, "false") for nv in partial]:
+                name = f"nn_tile<{dtype}, {rows}, {nv}, {full}>"
                 assert name in names, f"{capability} {name} missing (inlined? it must stay noinline to be read)"
                 assert any(PRODUCT["micro"].search(i) for i in names[name]), f"{capability} {name}: no FMA"
 
 
 def test_every_bf16_pair_tile_exists_and_uses_vdpbf16ps(tiles):
+    """One tile per row count (1-6) and column-vector count (1-4: a block narrower than 64
+    columns multiplies only the vectors it has), each accumulating into rows x vectors registers
+    (GCC may emit the reduction loop twice: distinct destinations, not products, are counted)."""
     names = tiles[("AVX512", "micro_bf16")]
     for rows in range(1, 7):
-        name = f"pairs_tile<{rows}>"
-        assert name in names, f"{name} missing (inlined? it must stay noinline to be read)"
-        assert sum(bool(PRODUCT["micro_bf16"].search(i)) for i in names[name]) >= 4 * rows, name
+        for vectors in range(1, 5):
+            name = f"pairs_tile<{rows}, {vectors}>"
+            assert name in names, f"{name} missing (inlined? it must stay noinline to be read)"
+            accumulators = {m.group(1) for i in names[name] if (m := BF16_PRODUCT_DEST.search(i))}
+            assert len(accumulators) == rows * vectors, (
+                f"{name}: vdpbf16ps into {len(accumulators)} registers, expected {rows * vectors}")
 
 
 def _accumulator_stores(family: str, body: list[str]) -> int:

@@ -86,14 +86,16 @@ struct Lanes<float> {
 
 // Loops unrolled by pragma and partial columns loaded through Lanes: otherwise
 // GCC 12 -O3 kept the accumulators of the partial tile in memory (a load and a
-// store around every FMA; seen with objdump in the built extension).
-template <typename T, int MR, bool Full>
+// store around every FMA; seen with objdump in the built extension). A partial
+// tile (Full false) has the NV <= kNV vectors its columns need: a full-width
+// one would multiply its masked-off lanes too.
+template <typename T, int MR, int NV, bool Full>
 __attribute__((noinline, noclone)) void nn_tile(int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps,
                                                 const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc,
                                                 int64_t ncols) {
   using V = Vectorized<T>;
   constexpr int VS = V::size();
-  constexpr int NV = kNV<T>;
+  static_assert(NV >= 1 && NV <= kNV<T> && (NV == kNV<T> || !Full), "a full tile has kNV vectors");
   int cnt[NV];
   for (int v = 0; v < NV; ++v) cnt[v] = Full ? VS : static_cast<int>(std::clamp<int64_t>(ncols - v * VS, 0, VS));
   Lanes<T> lanes[NV];
@@ -139,16 +141,16 @@ __attribute__((noinline, noclone)) void nn_tile(int64_t k, T alpha, const T* a, 
 // once per MR rows.
 constexpr int kMR = 6;
 
-template <typename T, bool Full>
+template <typename T, int NV, bool Full>
 inline void gemm_nn_cols(int64_t m, int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps,
                          const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc, int64_t nc) {
   int64_t i = 0;
   for (; i + kMR <= m; i += kMR)
-    nn_tile<T, kMR, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, nc);
+    nn_tile<T, kMR, NV, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, nc);
   switch (m - i) {
-#define MF_NN_REST(R)                                                                                   \
-  case R:                                                                                               \
-    nn_tile<T, R, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, nc); \
+#define MF_NN_REST(R)                                                                                       \
+  case R:                                                                                                   \
+    nn_tile<T, R, NV, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, nc); \
     break;
     MF_NN_REST(1) MF_NN_REST(2) MF_NN_REST(3) MF_NN_REST(4) MF_NN_REST(5)
 #undef MF_NN_REST
@@ -157,16 +159,34 @@ inline void gemm_nn_cols(int64_t m, int64_t k, T alpha, const T* a, int64_t a_rs
   }
 }
 
+// A block of nc < kNV * VS columns with the nv = ceil(nc / VS) vectors it needs
+// (AVX512: 1-4). Below AVX512 (two vectors) the partial tile keeps both: GCC 12
+// -O3 kept the one-vector tile's accumulators in memory in its strided loop.
+template <typename T, int NV = (kNV<T> >= 4 ? 1 : kNV<T>)>
+inline void gemm_nn_partial(int64_t nv, int64_t m, int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps,
+                            const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc, int64_t nc) {
+  if constexpr (NV < kNV<T>) {
+    if (nv > NV) {
+      gemm_nn_partial<T, NV + 1>(nv, m, k, alpha, a, a_rs, a_ps, b, ldb, accumulate, c, ldc, nc);
+      return;
+    }
+  }
+  gemm_nn_cols<T, NV, false>(m, k, alpha, a, a_rs, a_ps, b, ldb, accumulate, c, ldc, nc);
+}
+
 template <typename T>
 inline void gemm_nn(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t a_rs,
                     int64_t a_ps, const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc) {
   constexpr int64_t NC = kNV<T> * Vectorized<T>::size();
   for (int64_t j0 = 0; j0 < n; j0 += NC) {
     const int64_t nc = std::min(NC, n - j0);
+    const T* bj = b + j0;
+    T* cj = c + j0;
     if (nc == NC) {
-      gemm_nn_cols<T, true>(m, k, alpha, a, a_rs, a_ps, b + j0, ldb, accumulate, c + j0, ldc, nc);
+      gemm_nn_cols<T, kNV<T>, true>(m, k, alpha, a, a_rs, a_ps, bj, ldb, accumulate, cj, ldc, nc);
     } else {
-      gemm_nn_cols<T, false>(m, k, alpha, a, a_rs, a_ps, b + j0, ldb, accumulate, c + j0, ldc, nc);
+      const int64_t nv = (nc + Vectorized<T>::size() - 1) / Vectorized<T>::size();
+      gemm_nn_partial<T>(nv, m, k, alpha, a, a_rs, a_ps, bj, ldb, accumulate, cj, ldc, nc);
     }
   }
 }

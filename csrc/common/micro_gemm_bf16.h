@@ -38,42 +38,46 @@ namespace maven_fast::MAVEN_FAST_CPU_NS::micro_bf16 {
 using BF16 = c10::BFloat16;
 using micro::mask16;
 
-// Register tile: kMR (micro_gemm.h's 6) rows x NV vectors of 16 fp32 (24 of the 32 registers).
+// Register tile: up to kMR (micro_gemm.h's 6) rows x NV <= 4 vectors of 16 fp32
+// (24 of the 32 registers). A block narrower than 64 columns gets a tile of
+// ceil(columns / 16) vectors: a full-width tile would multiply the masked-off
+// lanes too (half of its products at 32 columns, the keys of a short item).
 using micro::kMR;
-constexpr int kNV = 4;
-constexpr int64_t kNC = kNV * 16;
+constexpr int kMaxNV = 4;
+constexpr int64_t kNC = kMaxNV * 16;
 
-// The four column vectors are named, not an array: with an array of B vectors and
+// The column vectors are named, not an array: with an array of B vectors and
 // loops over them GCC 12 -O3 kept the 24 accumulators in memory as well, storing
 // each on every step of the reduction (seen with objdump; slower than fp32).
-template <int MR>
+template <int MR, int NV>
 MF_BF16_TARGET __attribute__((noinline, noclone)) void pairs_tile(int64_t kw, float alpha, const uint32_t* a,
                                                                   int64_t a_rs, int64_t a_es, const uint32_t* b,
                                                                   int64_t ldb, bool accumulate, float* c,
                                                                   int64_t ldc, int64_t nc) {
-  static_assert(kNV == 4, "the tile names its four column vectors");
-  const __mmask16 mask[kNV] = {mask16(nc), mask16(nc - 16), mask16(nc - 32), mask16(nc - 48)};
-  __m512 r[MR][kNV];
+  static_assert(NV >= 1 && NV <= kMaxNV, "one to four column vectors");
+  const __mmask16 mask[kMaxNV] = {mask16(nc), mask16(nc - 16), mask16(nc - 32), mask16(nc - 48)};
+  __m512 r[MR][NV];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) r[i][v] = _mm512_setzero_ps();
+    for (int v = 0; v < NV; ++v) r[i][v] = _mm512_setzero_ps();
   }
 #pragma GCC unroll 1
   for (int64_t e = 0; e < kw; ++e) {
     const uint32_t* be = b + e * ldb;
     const __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi32(mask[0], be);
-    const __m512bh b1 = (__m512bh)_mm512_maskz_loadu_epi32(mask[1], be + 16);
-    const __m512bh b2 = (__m512bh)_mm512_maskz_loadu_epi32(mask[2], be + 32);
-    const __m512bh b3 = (__m512bh)_mm512_maskz_loadu_epi32(mask[3], be + 48);
+    __m512bh b1 = b0, b2 = b0, b3 = b0;  // loaded below where the tile has them
+    if constexpr (NV > 1) b1 = (__m512bh)_mm512_maskz_loadu_epi32(mask[1], be + 16);
+    if constexpr (NV > 2) b2 = (__m512bh)_mm512_maskz_loadu_epi32(mask[2], be + 32);
+    if constexpr (NV > 3) b3 = (__m512bh)_mm512_maskz_loadu_epi32(mask[3], be + 48);
     const uint32_t* ae = a + e * a_es;
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(ae[i * a_rs]));
       r[i][0] = _mm512_dpbf16_ps(r[i][0], av, b0);
-      r[i][1] = _mm512_dpbf16_ps(r[i][1], av, b1);
-      r[i][2] = _mm512_dpbf16_ps(r[i][2], av, b2);
-      r[i][3] = _mm512_dpbf16_ps(r[i][3], av, b3);
+      if constexpr (NV > 1) r[i][1] = _mm512_dpbf16_ps(r[i][1], av, b1);
+      if constexpr (NV > 2) r[i][2] = _mm512_dpbf16_ps(r[i][2], av, b2);
+      if constexpr (NV > 3) r[i][3] = _mm512_dpbf16_ps(r[i][3], av, b3);
     }
   }
   const __m512 va = _mm512_set1_ps(alpha);
@@ -81,11 +85,31 @@ MF_BF16_TARGET __attribute__((noinline, noclone)) void pairs_tile(int64_t kw, fl
   for (int i = 0; i < MR; ++i) {
     float* ci = c + i * ldc;
 #pragma GCC unroll 4
-    for (int v = 0; v < kNV; ++v) {
+    for (int v = 0; v < NV; ++v) {
       __m512 out = _mm512_mul_ps(r[i][v], va);
       if (accumulate) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask[v], ci + v * 16));
       _mm512_mask_storeu_ps(ci + v * 16, mask[v], out);
     }
+  }
+}
+
+// The rows of one column block of NV vectors: kMR-row tiles, then the rest.
+template <int NV>
+MF_BF16_TARGET inline void pairs_rows(int64_t m, int64_t kw, float alpha, const uint32_t* a, int64_t a_rs,
+                                      int64_t a_es, const uint32_t* b, int64_t ldb, bool accumulate, float* c,
+                                      int64_t ldc, int64_t nc) {
+  int64_t i = 0;
+  for (; i + kMR <= m; i += kMR)
+    pairs_tile<kMR, NV>(kw, alpha, a + i * a_rs, a_rs, a_es, b, ldb, accumulate, c + i * ldc, ldc, nc);
+  switch (m - i) {
+#define MF_PAIRS_REST(R)                                                                             \
+  case R:                                                                                            \
+    pairs_tile<R, NV>(kw, alpha, a + i * a_rs, a_rs, a_es, b, ldb, accumulate, c + i * ldc, ldc, nc); \
+    break;
+    MF_PAIRS_REST(1) MF_PAIRS_REST(2) MF_PAIRS_REST(3) MF_PAIRS_REST(4) MF_PAIRS_REST(5)
+#undef MF_PAIRS_REST
+    default:
+      break;
   }
 }
 
@@ -94,18 +118,13 @@ MF_BF16_TARGET inline void gemm_pairs(int64_t m, int64_t n, int64_t kw, float al
                                       bool accumulate, float* c, int64_t ldc) {
   for (int64_t j0 = 0; j0 < n; j0 += kNC) {
     const int64_t nc = std::min(kNC, n - j0);
-    int64_t i = 0;
-    for (; i + kMR <= m; i += kMR)
-      pairs_tile<kMR>(kw, alpha, a + i * a_rs, a_rs, a_es, b + j0, ldb, accumulate, c + i * ldc + j0, ldc, nc);
-    switch (m - i) {
-#define MF_PAIRS_REST(R)                                                                                      \
-  case R:                                                                                                     \
-    pairs_tile<R>(kw, alpha, a + i * a_rs, a_rs, a_es, b + j0, ldb, accumulate, c + i * ldc + j0, ldc, nc); \
-    break;
-      MF_PAIRS_REST(1) MF_PAIRS_REST(2) MF_PAIRS_REST(3) MF_PAIRS_REST(4) MF_PAIRS_REST(5)
-#undef MF_PAIRS_REST
-      default:
-        break;
+    const uint32_t* bj = b + j0;
+    float* cj = c + j0;
+    switch ((nc + 15) / 16) {
+      case 1: pairs_rows<1>(m, kw, alpha, a, a_rs, a_es, bj, ldb, accumulate, cj, ldc, nc); break;
+      case 2: pairs_rows<2>(m, kw, alpha, a, a_rs, a_es, bj, ldb, accumulate, cj, ldc, nc); break;
+      case 3: pairs_rows<3>(m, kw, alpha, a, a_rs, a_es, bj, ldb, accumulate, cj, ldc, nc); break;
+      default: pairs_rows<4>(m, kw, alpha, a, a_rs, a_es, bj, ldb, accumulate, cj, ldc, nc); break;
     }
   }
 }
@@ -117,6 +136,18 @@ MF_BF16_TARGET inline __m256i load16_bf16(const float* src, int64_t cnt) {
 }
 MF_BF16_TARGET inline __m256i load16_bf16(const BF16* src, int64_t cnt) {
   return _mm256_maskz_loadu_epi16(mask16(cnt), src);
+}
+
+// 16 bf16 of `src` (the first `cnt`, the rest zero) widened to fp32 (exact).
+MF_BF16_TARGET inline __m512 widen16(const BF16* src, int64_t cnt) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load16_bf16(src, cnt)), 16));
+}
+
+// sum_i x[i] y[i] over n bf16 elements, products and sums in fp32.
+MF_BF16_TARGET inline float dot(const BF16* x, const BF16* y, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) acc = _mm512_fmadd_ps(widen16(x + i, n - i), widen16(y + i, n - i), acc);
+  return _mm512_reduce_add_ps(acc);
 }
 
 template <typename Src>

@@ -273,19 +273,30 @@ void add_key_gradients(const acc_t* acc, int64_t len, int64_t d, scalar_t* out, 
 }
 
 // One head's dK and dV (keys < len) from the task's accumulators into the
-// outputs, zeros for keys >= len; the accumulators cleared when another head follows.
+// outputs, zeros for keys >= len.
 template <typename scalar_t, typename acc_t>
-void store_head_key_gradients(const AttentionProblem& P, int64_t b, int64_t h, int64_t len, bool more_heads,
-                              Scratch<acc_t>& ws) {
+void store_head_key_gradients(const AttentionProblem& P, int64_t b, int64_t h, int64_t len, Scratch<acc_t>& ws) {
   store_rows(ws.dk.data(), len, P.dk, at_row<scalar_t>(P.dk_out, b, 0, h), P.dk_out.st);
   store_rows(ws.dv.data(), len, P.dv, at_row<scalar_t>(P.dv_out, b, 0, h), P.dv_out.st);
   for (int64_t j = len; j < P.tk; ++j) {
     std::fill_n(at_row<scalar_t>(P.dk_out, b, j, h), P.dk, scalar_t(0));
     std::fill_n(at_row<scalar_t>(P.dv_out, b, j, h), P.dv, scalar_t(0));
   }
-  if (more_heads) {
-    std::fill(ws.dk.begin(), ws.dk.end(), acc_t(0));
-    std::fill(ws.dv.begin(), ws.dv.end(), acc_t(0));
+}
+
+// The dK/dV accumulators of a backward task (keys < len; one buffer for dK + dV
+// when the heads share K = V). The first query block of a head writes them
+// instead of adding (of the first head only, with shared K = V), so only a task
+// without query rows needs them zeroed.
+template <typename acc_t>
+void size_key_accumulators(Scratch<acc_t>& ws, int64_t len, int64_t dk, int64_t dv, bool shared_kv, int64_t tq) {
+  const int64_t nk = std::max<int64_t>(1, len * dk), nv = std::max<int64_t>(1, len * dv);
+  if (tq > 0) {
+    ws.dk.resize(nk);
+    if (!shared_kv) ws.dv.resize(nv);
+  } else {
+    ws.dk.assign(nk, acc_t(0));
+    if (!shared_kv) ws.dv.assign(nv, acc_t(0));
   }
 }
 
@@ -301,8 +312,7 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
   const acc_t scale = static_cast<acc_t>(P.scale);
   // dK/dV accumulators for all keys of this task; with shared K = V one
   // buffer collects dK + dV of every head.
-  ws.dk.assign(std::max<int64_t>(1, len * dk), acc_t(0));
-  if (!shared_kv) ws.dv.assign(std::max<int64_t>(1, len * dv), acc_t(0));
+  size_key_accumulators(ws, len, dk, dv, shared_kv, tq);
   ws.s.resize(kBQ * kBK);
   ws.dp.resize(kBQ * kBK);
   ws.keep.resize(kBK + 4);
@@ -335,7 +345,7 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
       const acc_t* o = as_acc(at_row<const scalar_t>(P.o, b, i0, h), bq, dv, P.o.st, ws.obuf, ldo);
       softmax_deltas(dout, lddo, o, ldo, bq, dv, psum ? psum + i0 : nullptr, dpsum ? dpsum + i0 : nullptr,
                      ws.row.data());
-      std::fill_n(ws.dq.data(), bq * dk, acc_t(0));
+      const bool fresh = i0 == 0 && (h == h0 || !shared_kv);  // the key accumulators are written, not added to
       for (int64_t j0 = 0; j0 < len; j0 += kBK) {
         const int64_t bk = std::min(kBK, len - j0);
         MF_BOUNDS_CHECK(j0 + bk <= tk && i0 + bq <= tq, "backward block out of range");
@@ -353,13 +363,13 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
                                drop, stream, b, i0 + r, j0, ws.keep);
         }
         // dV[j0:] += P~^T dO;  dQ += dS K;  dK[j0:] += dS^T Q.
-        micro::gemm_nn<acc_t>(bk, dv, bq, acc_t(1), s, 1, bk, dout, lddo, true, dv_acc + j0 * dv, dv);
-        micro::gemm_nn<acc_t>(bq, dk, bk, acc_t(1), dp, bk, 1, kb, K.ld, true, ws.dq.data(), dk);
-        micro::gemm_nn<acc_t>(bk, dk, bq, acc_t(1), dp, 1, bk, q, ldq, true, dk_acc + j0 * dk, dk);
+        micro::gemm_nn<acc_t>(bk, dv, bq, acc_t(1), s, 1, bk, dout, lddo, !fresh, dv_acc + j0 * dv, dv);
+        micro::gemm_nn<acc_t>(bq, dk, bk, acc_t(1), dp, bk, 1, kb, K.ld, j0 > 0, ws.dq.data(), dk);
+        micro::gemm_nn<acc_t>(bk, dk, bq, acc_t(1), dp, 1, bk, q, ldq, !fresh || shared_kv, dk_acc + j0 * dk, dk);
       }
       store_rows(ws.dq.data(), bq, dk, dq_out, P.dq.st);
     }
-    if (!shared_kv) store_head_key_gradients<scalar_t>(P, b, h, len, h + 1 < h1, ws);
+    if (!shared_kv) store_head_key_gradients<scalar_t>(P, b, h, len, ws);
   }
   if (shared_kv) add_key_gradients(ws.dk.data(), len, dk, at_row<scalar_t>(P.dk_out, b, 0, 0), P.dk_out.st);
 }
@@ -413,6 +423,17 @@ void pack_keys(const cross_modal::StridedSeq& seq, int64_t b, int64_t h, int64_t
   const uint32_t* rows = row_words(src, len, d, seq.st, rows_buf, ldw);
   mb::transpose_words(rows, len, words(d), ldw, sized(t, words(d) * len), len);
   if (pairs) mb::row_pairs_to_words(src, len, d, seq.st, sized(*pairs, words(len) * d), d);
+}
+
+// D_r = <do_r, o_r> (+ dpsum_r psum_r), as softmax_deltas, from the bf16 rows
+// (widened in registers: no fp32 copies of dO and O).
+void softmax_deltas_bf16(const BF16* dout, int64_t lddo, const BF16* o, int64_t ldo, int64_t n, int64_t d,
+                         const float* psum, const float* dpsum, float* out) {
+  for (int64_t r = 0; r < n; ++r) {
+    float v = mb::dot(dout + r * lddo, o + r * ldo, d);
+    if (dpsum) v += dpsum[r] * psum[r];
+    out[r] = v;
+  }
 }
 
 void forward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
@@ -469,8 +490,7 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
   MF_BOUNDS_CHECK(b < P.batch && h1 <= P.heads, "attention backward task out of range");
   const bool shared_kv = P.k.sh == 0;
   const float scale = static_cast<float>(P.scale);
-  ws.dk.assign(std::max<int64_t>(1, len * dk), 0.f);
-  if (!shared_kv) ws.dv.assign(std::max<int64_t>(1, len * dv), 0.f);
+  size_key_accumulators(ws, len, dk, dv, shared_kv, tq);
   ws.s.resize(kBQ * kBK);
   ws.dp.resize(kBQ * kBK);
   ws.keep.resize(kBK + 4);
@@ -506,12 +526,9 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
       const uint32_t* dout = row_words(do_src, bq, dv, P.dout.st, wb.dout, lddw);
       mb::row_pairs_to_words(q_src, bq, dk, P.q.st, qp, dk);
       mb::row_pairs_to_words(do_src, bq, dv, P.dout.st, dop, dv);
-      int64_t lddo, ldo;  // D in fp32
-      const float* do32 = as_acc(do_src, bq, dv, P.dout.st, ws.dout, lddo);
-      const float* o32 = as_acc(at_row<const BF16>(P.o, b, i0, h), bq, dv, P.o.st, ws.obuf, ldo);
-      softmax_deltas(do32, lddo, o32, ldo, bq, dv, psum ? psum + i0 : nullptr, dpsum ? dpsum + i0 : nullptr,
-                     ws.row.data());
-      std::fill_n(ws.dq.data(), bq * dk, 0.f);
+      softmax_deltas_bf16(do_src, P.dout.st, at_row<const BF16>(P.o, b, i0, h), P.o.st, bq, dv,
+                          psum ? psum + i0 : nullptr, dpsum ? dpsum + i0 : nullptr, ws.row.data());
+      const bool fresh = i0 == 0 && (h == h0 || !shared_kv);  // the key accumulators are written, not added to
       for (int64_t j0 = 0; j0 < len; j0 += kBK) {
         const int64_t bk = std::min(kBK, len - j0);
         MF_BOUNDS_CHECK(j0 + bk <= tk && i0 + bq <= tq, "backward block out of range");
@@ -524,16 +541,16 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
                                scale, drop, stream, b, i0 + r, j0, ws.keep);
         // dV[j0:] += P~^T dO;  dQ += dS K;  dK[j0:] += dS^T Q  (A(j, e) of the transposed ones: [e][j]).
         mb::row_pairs_to_words(s, bq, bk, bk, pt, bk);
-        mb::gemm_pairs(bk, dv, words(bq), 1.f, pt, 1, bk, dop, dv, true, dv_acc + j0 * dv, dv);
+        mb::gemm_pairs(bk, dv, words(bq), 1.f, pt, 1, bk, dop, dv, !fresh, dv_acc + j0 * dv, dv);
         mb::rows_to_words(dp, bq, bk, bk, ds, words(bk));
-        mb::gemm_pairs(bq, dk, words(bk), 1.f, ds, words(bk), 1, wb.kp.data() + (j0 / 2) * dk, dk, true,
+        mb::gemm_pairs(bq, dk, words(bk), 1.f, ds, words(bk), 1, wb.kp.data() + (j0 / 2) * dk, dk, j0 > 0,
                        ws.dq.data(), dk);
         mb::row_pairs_to_words(dp, bq, bk, bk, dst, bk);
-        mb::gemm_pairs(bk, dk, words(bq), 1.f, dst, 1, bk, qp, dk, true, dk_acc + j0 * dk, dk);
+        mb::gemm_pairs(bk, dk, words(bq), 1.f, dst, 1, bk, qp, dk, !fresh || shared_kv, dk_acc + j0 * dk, dk);
       }
       store_rows(ws.dq.data(), bq, dk, dq_out, P.dq.st);
     }
-    if (!shared_kv) store_head_key_gradients<BF16>(P, b, h, len, h + 1 < h1, ws);
+    if (!shared_kv) store_head_key_gradients<BF16>(P, b, h, len, ws);
   }
   if (shared_kv) add_key_gradients(ws.dk.data(), len, dk, at_row<BF16>(P.dk_out, b, 0, 0), P.dk_out.st);
 }
