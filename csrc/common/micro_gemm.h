@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #ifndef MAVEN_FAST_CPU_NS
 #error "micro_gemm.h is for CPU kernel sources compiled per capability"
@@ -209,9 +210,57 @@ inline T dot(const T* x, const T* y, int64_t k) {
   return at::vec::vec_reduce_all<T>([](V& u, V& w) { return u + w; }, s0 + s1);
 }
 
-// Bt[p * ldbt + j] = B[j * ldb + p] for j < n, p < k (16 x 16 tiles).
+#if defined(CPU_CAPABILITY_AVX512)
+// x[k] <- column k of the 16 x 16 matrix of 32-bit words whose rows are x[0..15]:
+// 4 x 4 transposes inside each 128-bit lane (unpack 32, 64), then of the lanes.
+inline void transpose16x16(__m512i x[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(x[i], x[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(x[i], x[i + 1]);
+  }
+  for (int g = 0; g < 16; g += 4) {  // u[g + c], lane L: column 4L + c of rows g..g+3
+    u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+    u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+    u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+    u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {  // column 4L + c = lane L of u[c], u[4 + c], u[8 + c], u[12 + c]
+    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+    x[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    x[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    x[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    x[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+// T[e * ldt + r] = W[r * ldw + e] for r < rows, e < kw: 32-bit elements (fp32, or
+// bf16 pairs), 16 x 16 blocks in registers.
+inline void transpose32(const uint32_t* w, int64_t rows, int64_t kw, int64_t ldw, uint32_t* t, int64_t ldt) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 16)
+    for (int64_t e0 = 0; e0 < kw; e0 += 16) {
+      const int64_t nr = std::min<int64_t>(16, rows - r0), ne = std::min<int64_t>(16, kw - e0);
+      __m512i x[16];
+      for (int i = 0; i < 16; ++i)
+        x[i] = i < nr ? _mm512_maskz_loadu_epi32(mask16(ne), w + (r0 + i) * ldw + e0) : _mm512_setzero_si512();
+      transpose16x16(x);
+      for (int k = 0; k < ne; ++k) _mm512_mask_storeu_epi32(t + (e0 + k) * ldt + r0, mask16(nr), x[k]);
+    }
+}
+#endif
+
+// Bt[p * ldbt + j] = B[j * ldb + p] for j < n, p < k (16 x 16 tiles; fp32 on
+// AVX512: transpose32).
 template <typename Src, typename T>
 inline void pack_transposed(int64_t n, int64_t k, const Src* b, int64_t ldb, T* bt, int64_t ldbt) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<Src, float> && std::is_same_v<T, float>) {
+    transpose32(reinterpret_cast<const uint32_t*>(b), n, k, ldb, reinterpret_cast<uint32_t*>(bt), ldbt);
+    return;
+  }
+#endif
   constexpr int64_t kT = 16;
   for (int64_t j0 = 0; j0 < n; j0 += kT)
     for (int64_t p0 = 0; p0 < k; p0 += kT) {

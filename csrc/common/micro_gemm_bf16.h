@@ -14,7 +14,7 @@
 // Packers (bf16 or fp32 sources; fp32 rounds to nearest even):
 //   rows_to_words:       W[r * ldw + e] = (S[r, 2e], S[r, 2e+1])       pairs along a row
 //   row_pairs_to_words:  W[e * ldw + c] = (S[2e, c], S[2e+1, c])       pairs down a column
-//   transpose_words:     T[e * ldt + r] = W[r * ldw + e]
+//   (transposing words: micro::transpose32 in micro_gemm.h)
 #pragma once
 
 #if defined(CPU_CAPABILITY_AVX512)
@@ -182,44 +182,6 @@ MF_BF16_TARGET inline void row_pairs_to_words(const Src* src, int64_t rows, int6
       _mm512_mask_storeu_epi32(d + c, mask16(cnt), _mm512_permutexvar_epi16(idx, both));
     }
   }
-}
-
-// x[k] <- column k of the 16 x 16 matrix of 32-bit words whose rows are x[0..15]:
-// 4 x 4 transposes inside each 128-bit lane (unpack 32, 64), then of the lanes.
-MF_BF16_TARGET inline void transpose16x16(__m512i x[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(x[i], x[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(x[i], x[i + 1]);
-  }
-  for (int g = 0; g < 16; g += 4) {  // u[g + c], lane L: column 4L + c of rows g..g+3
-    u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
-    u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
-    u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
-    u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
-  }
-  for (int c = 0; c < 4; ++c) {  // column 4L + c = lane L of u[c], u[4 + c], u[8 + c], u[12 + c]
-    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
-    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
-    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
-    x[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
-    x[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
-    x[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
-    x[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
-  }
-}
-
-MF_BF16_TARGET inline void transpose_words(const uint32_t* w, int64_t rows, int64_t kw, int64_t ldw, uint32_t* t,
-                                           int64_t ldt) {
-  for (int64_t r0 = 0; r0 < rows; r0 += 16)
-    for (int64_t e0 = 0; e0 < kw; e0 += 16) {
-      const int64_t nr = std::min<int64_t>(16, rows - r0), ne = std::min<int64_t>(16, kw - e0);
-      __m512i x[16];
-      for (int i = 0; i < 16; ++i)
-        x[i] = i < nr ? _mm512_maskz_loadu_epi32(mask16(ne), w + (r0 + i) * ldw + e0) : _mm512_setzero_si512();
-      transpose16x16(x);
-      for (int k = 0; k < ne; ++k) _mm512_mask_storeu_epi32(t + (e0 + k) * ldt + r0, mask16(nr), x[k]);
-    }
 }
 
 }  // namespace maven_fast::MAVEN_FAST_CPU_NS::micro_bf16

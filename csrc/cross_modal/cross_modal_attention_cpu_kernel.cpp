@@ -421,7 +421,7 @@ void pack_keys(const cross_modal::StridedSeq& seq, int64_t b, int64_t h, int64_t
   const BF16* src = at_row<const BF16>(seq, b, 0, h);
   int64_t ldw;
   const uint32_t* rows = row_words(src, len, d, seq.st, rows_buf, ldw);
-  mb::transpose_words(rows, len, words(d), ldw, sized(t, words(d) * len), len);
+  micro::transpose32(rows, len, words(d), ldw, sized(t, words(d) * len), len);
   if (pairs) mb::row_pairs_to_words(src, len, d, seq.st, sized(*pairs, words(len) * d), d);
 }
 
