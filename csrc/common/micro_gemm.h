@@ -10,6 +10,8 @@
 //             A, B row-major with p contiguous, plus B^T packed once by the
 //             caller (pack_transposed) for all the row blocks that reuse it;
 //             tiny m uses dot products on B's rows instead
+//   pack_transposed:  Bt[p, j] = B[j, p]  (fp32 on AVX512: transpose32, 16 x 16
+//             register transposes of 32-bit elements, also used for bf16 pairs)
 #pragma once
 
 #include <ATen/cpu/vec/functional.h>
