@@ -320,6 +320,11 @@ class MavenConfig:
             if not low <= value <= FLOAT32_MAX:
                 want = "a number in [0, 3.4e38]" if low == 0.0 else "a finite number within float32's range (3.4e38)"
                 raise ConfigError(f"{key} must be {want}, got {value}", key=key)
+        # The std of the truncated-normal initialisation, which divides by it (a fuzz find,
+        # 2026-12-05: 0 raised ZeroDivisionError building the model from a checkpoint).
+        if not b.initializer_range > 0.0:
+            raise ConfigError(f"beit.initializer_range must be positive (the std of the initial weights), "
+                              f"got {b.initializer_range}", key="beit.initializer_range")
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

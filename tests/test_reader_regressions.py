@@ -251,6 +251,7 @@ def test_a_path_that_is_not_utf8_is_a_config_error(tmp_path, key):
     ("model.beit.layer_scale_init_value=1e299", "must be a finite number within float32's range (3.4e38), got 1e+299"),
     ("model.beit.layer_scale_init_value=.nan", "must be a finite number within float32's range (3.4e38), got nan"),
     ("model.beit.initializer_range=.inf", "must be a number in [0, 3.4e38], got inf"),
+    ("model.beit.initializer_range=0", "must be positive (the std of the initial weights), got 0.0"),
     ("model.beit.layer_norm_eps=-1", "must be a number in [0, 3.4e38], got -1.0"),
     ("model.loss.ccc_weight=-0.5", "must be a number in [0, 3.4e38], got -0.5"),
 ])
@@ -422,6 +423,9 @@ def test_checkpoint_damaged_weights_that_the_manifest_vouches_for(tmp_path):
         **m["config"]["model"]["beit"], "layer_scale_init_value": 1e299}}}},
     lambda m: {**m, "config": {**m["config"], "model": {**m["config"]["model"], "beit": {
         **m["config"]["model"]["beit"], "initializer_range": -1.0}}}},        # normal_() std < 0
+    # fuzz (2026-12-05): trunc_normal_ divided by a std of 0 (ZeroDivisionError)
+    lambda m: {**m, "config": {**m["config"], "model": {**m["config"]["model"], "beit": {
+        **m["config"]["model"]["beit"], "initializer_range": 0.0}}}},
 ])
 def test_checkpoint_manifest_edits_are_checkpoint_errors(tmp_path, edit):
     from maven_fast.train.api import load_trained_model
