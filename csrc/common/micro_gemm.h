@@ -87,6 +87,31 @@ struct Lanes<float> {
 };
 #endif
 
+// f.template operator()<N>() for the N in [Lo, Hi] equal to n (n outside: the
+// nearer end): a count known at run time (rows left over, column vectors of a
+// partial block) as the template argument of a register tile.
+template <int Lo, int Hi, typename F>
+inline void with_count(int64_t n, const F& f) {
+  if constexpr (Lo < Hi) {
+    if (n > Lo) {
+      with_count<Lo + 1, Hi>(n, f);
+      return;
+    }
+  }
+  f.template operator()<Lo>();
+}
+
+// tile.template operator()<R>(i) over the row blocks [i, i + R) of m rows:
+// blocks of MR rows, then the rows left over as one block of fewer.
+template <int MR, typename Tile>
+inline void for_row_tiles(int64_t m, const Tile& tile) {
+  int64_t i = 0;
+  for (; i + MR <= m; i += MR) tile.template operator()<MR>(i);
+  if constexpr (MR > 1) {
+    if (i < m) with_count<1, MR - 1>(m - i, [&]<int R>() { tile.template operator()<R>(i); });
+  }
+}
+
 // Loops unrolled by pragma and partial columns loaded through Lanes: otherwise
 // GCC 12 -O3 kept the accumulators of the partial tile in memory (a load and a
 // store around every FMA; seen with objdump in the built extension). A partial
@@ -147,35 +172,16 @@ constexpr int kMR = 6;
 template <typename T, int NV, bool Full>
 inline void gemm_nn_cols(int64_t m, int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps,
                          const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc, int64_t nc) {
-  int64_t i = 0;
-  for (; i + kMR <= m; i += kMR)
-    nn_tile<T, kMR, NV, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, nc);
-  switch (m - i) {
-#define MF_NN_REST(R)                                                                                       \
-  case R:                                                                                                   \
-    nn_tile<T, R, NV, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, nc); \
-    break;
-    MF_NN_REST(1) MF_NN_REST(2) MF_NN_REST(3) MF_NN_REST(4) MF_NN_REST(5)
-#undef MF_NN_REST
-    default:
-      break;
-  }
+  for_row_tiles<kMR>(m, [&]<int R>(int64_t i) {
+    nn_tile<T, R, NV, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, nc);
+  });
 }
 
-// A block of nc < kNV * VS columns with the nv = ceil(nc / VS) vectors it needs
-// (AVX512: 1-4). Below AVX512 (two vectors) the partial tile keeps both: GCC 12
-// -O3 kept the one-vector tile's accumulators in memory in its strided loop.
-template <typename T, int NV = (kNV<T> >= 4 ? 1 : kNV<T>)>
-inline void gemm_nn_partial(int64_t nv, int64_t m, int64_t k, T alpha, const T* a, int64_t a_rs, int64_t a_ps,
-                            const T* b, int64_t ldb, bool accumulate, T* c, int64_t ldc, int64_t nc) {
-  if constexpr (NV < kNV<T>) {
-    if (nv > NV) {
-      gemm_nn_partial<T, NV + 1>(nv, m, k, alpha, a, a_rs, a_ps, b, ldb, accumulate, c, ldc, nc);
-      return;
-    }
-  }
-  gemm_nn_cols<T, NV, false>(m, k, alpha, a, a_rs, a_ps, b, ldb, accumulate, c, ldc, nc);
-}
+// The fewest vectors a partial column block's tile has: one on AVX512 (up to
+// kNV = 4); below it both of the two, since GCC 12 -O3 kept the one-vector
+// tile's accumulators in memory in its strided loop.
+template <typename T>
+constexpr int kMinPartialNV = kNV<T> >= 4 ? 1 : kNV<T>;
 
 template <typename T>
 inline void gemm_nn(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t a_rs,
@@ -189,7 +195,9 @@ inline void gemm_nn(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_
       gemm_nn_cols<T, kNV<T>, true>(m, k, alpha, a, a_rs, a_ps, bj, ldb, accumulate, cj, ldc, nc);
     } else {
       const int64_t nv = (nc + Vectorized<T>::size() - 1) / Vectorized<T>::size();
-      gemm_nn_partial<T>(nv, m, k, alpha, a, a_rs, a_ps, bj, ldb, accumulate, cj, ldc, nc);
+      with_count<kMinPartialNV<T>, kNV<T>>(nv, [&]<int NV>() {
+        gemm_nn_cols<T, NV, false>(m, k, alpha, a, a_rs, a_ps, bj, ldb, accumulate, cj, ldc, nc);
+      });
     }
   }
 }

@@ -93,39 +93,16 @@ MF_BF16_TARGET __attribute__((noinline, noclone)) void pairs_tile(int64_t kw, fl
   }
 }
 
-// The rows of one column block of NV vectors: kMR-row tiles, then the rest.
-template <int NV>
-MF_BF16_TARGET inline void pairs_rows(int64_t m, int64_t kw, float alpha, const uint32_t* a, int64_t a_rs,
-                                      int64_t a_es, const uint32_t* b, int64_t ldb, bool accumulate, float* c,
-                                      int64_t ldc, int64_t nc) {
-  int64_t i = 0;
-  for (; i + kMR <= m; i += kMR)
-    pairs_tile<kMR, NV>(kw, alpha, a + i * a_rs, a_rs, a_es, b, ldb, accumulate, c + i * ldc, ldc, nc);
-  switch (m - i) {
-#define MF_PAIRS_REST(R)                                                                             \
-  case R:                                                                                            \
-    pairs_tile<R, NV>(kw, alpha, a + i * a_rs, a_rs, a_es, b, ldb, accumulate, c + i * ldc, ldc, nc); \
-    break;
-    MF_PAIRS_REST(1) MF_PAIRS_REST(2) MF_PAIRS_REST(3) MF_PAIRS_REST(4) MF_PAIRS_REST(5)
-#undef MF_PAIRS_REST
-    default:
-      break;
-  }
-}
-
 MF_BF16_TARGET inline void gemm_pairs(int64_t m, int64_t n, int64_t kw, float alpha, const uint32_t* a,
                                       int64_t a_rs, int64_t a_es, const uint32_t* b, int64_t ldb,
                                       bool accumulate, float* c, int64_t ldc) {
   for (int64_t j0 = 0; j0 < n; j0 += kNC) {
     const int64_t nc = std::min(kNC, n - j0);
-    const uint32_t* bj = b + j0;
-    float* cj = c + j0;
-    switch ((nc + 15) / 16) {
-      case 1: pairs_rows<1>(m, kw, alpha, a, a_rs, a_es, bj, ldb, accumulate, cj, ldc, nc); break;
-      case 2: pairs_rows<2>(m, kw, alpha, a, a_rs, a_es, bj, ldb, accumulate, cj, ldc, nc); break;
-      case 3: pairs_rows<3>(m, kw, alpha, a, a_rs, a_es, bj, ldb, accumulate, cj, ldc, nc); break;
-      default: pairs_rows<4>(m, kw, alpha, a, a_rs, a_es, bj, ldb, accumulate, cj, ldc, nc); break;
-    }
+    micro::with_count<1, kMaxNV>((nc + 15) / 16, [&]<int NV>() {
+      micro::for_row_tiles<kMR>(m, [&]<int R>(int64_t i) {
+        pairs_tile<R, NV>(kw, alpha, a + i * a_rs, a_rs, a_es, b + j0, ldb, accumulate, c + i * ldc + j0, ldc, nc);
+      });
+    });
   }
 }
 

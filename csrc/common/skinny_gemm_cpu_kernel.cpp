@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/micro_gemm.h"
 #include "common/skinny_gemm.h"
 
 namespace maven_fast {
@@ -125,35 +126,15 @@ inline void nn_tile(int64_t k, float alpha, const float* a, int64_t a_rs, int64_
   }
 }
 
-template <int MR, bool Full>
-inline void nn_rows(int64_t k, float alpha, const float* a, int64_t a_rs, int64_t a_ps,
-                    const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc,
-                    int64_t cols) {
-  nn_tile<MR, 2, Full>(k, alpha, a, a_rs, a_ps, b, ldb, accumulate, c, ldc, cols);
-}
-
 // C [m, n] (+)= alpha * A [m, k] B [k, n]; column blocks of 2 vectors, row
-// blocks of kR2 (the register tile of nt_tile), rows left over one tile each.
+// blocks of kR2 (the register tile of nt_tile), the rows left over one tile.
 template <bool Full>
 inline void nn_colblock(int64_t m, int64_t k, float alpha, const float* a, int64_t a_rs,
                         int64_t a_ps, const float* b, int64_t ldb, bool accumulate, float* c,
                         int64_t ldc, int64_t cols) {
-  int64_t i = 0;
-  for (; i + kR2 <= m; i += kR2)
-    nn_rows<kR2, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, cols);
-  switch (m - i) {
-#define MF_NN_REST(R) \
-  case R:             \
-    nn_rows<R, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, cols); \
-    break;
-    MF_NN_REST(1) MF_NN_REST(2) MF_NN_REST(3) MF_NN_REST(4) MF_NN_REST(5)
-#if defined(CPU_CAPABILITY_AVX512)
-    MF_NN_REST(6) MF_NN_REST(7) MF_NN_REST(8) MF_NN_REST(9) MF_NN_REST(10) MF_NN_REST(11)
-#endif
-#undef MF_NN_REST
-    default:
-      break;
-  }
+  micro::for_row_tiles<kR2>(m, [&]<int R>(int64_t i) {
+    nn_tile<R, 2, Full>(k, alpha, a + i * a_rs, a_rs, a_ps, b, ldb, accumulate, c + i * ldc, ldc, cols);
+  });
 }
 
 inline void gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t a_rs,

@@ -134,12 +134,13 @@ T* head_stat(const void* base, const AttentionProblem& P, int64_t b, int64_t h) 
   return base ? static_cast<T*>(const_cast<void*>(base)) + (b * P.heads + h) * P.tq : nullptr;
 }
 
-// D_r = <do_r, o_r> (+ dpsum_r psum_r) for rows r < n (= sum_j p_rj dp_rj).
-template <typename acc_t>
-void softmax_deltas(const acc_t* dout, int64_t lddo, const acc_t* o, int64_t ldo, int64_t n, int64_t d,
-                    const acc_t* psum, const acc_t* dpsum, acc_t* out) {
+// D_r = <do_r, o_r> (+ dpsum_r psum_r) for rows r < n (= sum_j p_rj dp_rj);
+// `dot` multiplies two rows of T in the accumulation type.
+template <typename T, typename acc_t, typename Dot>
+void softmax_deltas(const T* dout, int64_t lddo, const T* o, int64_t ldo, int64_t n, int64_t d,
+                    const acc_t* psum, const acc_t* dpsum, acc_t* out, Dot dot) {
   for (int64_t r = 0; r < n; ++r) {
-    acc_t v = micro::dot(dout + r * lddo, o + r * ldo, d);
+    acc_t v = dot(dout + r * lddo, o + r * ldo, d);
     if (dpsum) v += dpsum[r] * psum[r];
     out[r] = v;
   }
@@ -286,8 +287,12 @@ void store_head_key_gradients(const AttentionProblem& P, int64_t b, int64_t h, i
 
 // The dK/dV accumulators of a backward task (keys < len; one buffer for dK + dV
 // when the heads share K = V). The first query block of a head writes them
-// instead of adding (of the first head only, with shared K = V), so only a task
-// without query rows needs them zeroed.
+// instead of adding (writes_key_accumulators), so only a task without query
+// rows needs them zeroed.
+inline bool writes_key_accumulators(int64_t i0, int64_t h, int64_t h0, bool shared_kv) {
+  return i0 == 0 && (h == h0 || !shared_kv);  // shared K = V: the first head's block only
+}
+
 template <typename acc_t>
 void size_key_accumulators(Scratch<acc_t>& ws, int64_t len, int64_t dk, int64_t dv, bool shared_kv, int64_t tq) {
   const int64_t nk = std::max<int64_t>(1, len * dk), nv = std::max<int64_t>(1, len * dv);
@@ -344,8 +349,8 @@ void backward_task(const AttentionProblem& P, const DropoutState& drop, int64_t 
           as_acc(at_row<const scalar_t>(P.dout, b, i0, h), bq, dv, P.dout.st, ws.dout, lddo);
       const acc_t* o = as_acc(at_row<const scalar_t>(P.o, b, i0, h), bq, dv, P.o.st, ws.obuf, ldo);
       softmax_deltas(dout, lddo, o, ldo, bq, dv, psum ? psum + i0 : nullptr, dpsum ? dpsum + i0 : nullptr,
-                     ws.row.data());
-      const bool fresh = i0 == 0 && (h == h0 || !shared_kv);  // the key accumulators are written, not added to
+                     ws.row.data(), micro::dot<acc_t>);
+      const bool fresh = writes_key_accumulators(i0, h, h0, shared_kv);
       for (int64_t j0 = 0; j0 < len; j0 += kBK) {
         const int64_t bk = std::min(kBK, len - j0);
         MF_BOUNDS_CHECK(j0 + bk <= tk && i0 + bq <= tq, "backward block out of range");
@@ -423,17 +428,6 @@ void pack_keys(const cross_modal::StridedSeq& seq, int64_t b, int64_t h, int64_t
   const uint32_t* rows = row_words(src, len, d, seq.st, rows_buf, ldw);
   micro::transpose32(rows, len, words(d), ldw, sized(t, words(d) * len), len);
   if (pairs) mb::row_pairs_to_words(src, len, d, seq.st, sized(*pairs, words(len) * d), d);
-}
-
-// D_r = <do_r, o_r> (+ dpsum_r psum_r), as softmax_deltas, from the bf16 rows
-// (widened in registers: no fp32 copies of dO and O).
-void softmax_deltas_bf16(const BF16* dout, int64_t lddo, const BF16* o, int64_t ldo, int64_t n, int64_t d,
-                         const float* psum, const float* dpsum, float* out) {
-  for (int64_t r = 0; r < n; ++r) {
-    float v = mb::dot(dout + r * lddo, o + r * ldo, d);
-    if (dpsum) v += dpsum[r] * psum[r];
-    out[r] = v;
-  }
 }
 
 void forward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop, int64_t b, int64_t h0,
@@ -526,9 +520,10 @@ void backward_task_bf16_dot(const AttentionProblem& P, const DropoutState& drop,
       const uint32_t* dout = row_words(do_src, bq, dv, P.dout.st, wb.dout, lddw);
       mb::row_pairs_to_words(q_src, bq, dk, P.q.st, qp, dk);
       mb::row_pairs_to_words(do_src, bq, dv, P.dout.st, dop, dv);
-      softmax_deltas_bf16(do_src, P.dout.st, at_row<const BF16>(P.o, b, i0, h), P.o.st, bq, dv,
-                          psum ? psum + i0 : nullptr, dpsum ? dpsum + i0 : nullptr, ws.row.data());
-      const bool fresh = i0 == 0 && (h == h0 || !shared_kv);  // the key accumulators are written, not added to
+      // D from the bf16 rows, widened in registers (no fp32 copies of dO and O).
+      softmax_deltas(do_src, P.dout.st, at_row<const BF16>(P.o, b, i0, h), P.o.st, bq, dv,
+                     psum ? psum + i0 : nullptr, dpsum ? dpsum + i0 : nullptr, ws.row.data(), mb::dot);
+      const bool fresh = writes_key_accumulators(i0, h, h0, shared_kv);
       for (int64_t j0 = 0; j0 < len; j0 += kBK) {
         const int64_t bk = std::min(kBK, len - j0);
         MF_BOUNDS_CHECK(j0 + bk <= tk && i0 + bq <= tq, "backward block out of range");
@@ -595,7 +590,7 @@ void backward_task_shared_small(const AttentionProblem& P, const DropoutState& d
     int64_t ldo;
     const acc_t* o = as_acc(at_row<const scalar_t>(P.o, b, 0, h), tq, d, P.o.st, ws.obuf, ldo);
     softmax_deltas(w_do, d, o, ldo, tq, d, head_stat<const acc_t>(P.psum, P, b, h),
-                   head_stat<const acc_t>(P.dpsum, P, b, h), ws.row.data() + h * tq);
+                   head_stat<const acc_t>(P.dpsum, P, b, h), ws.row.data() + h * tq, micro::dot<acc_t>);
   }
   ws.dq.assign(H * tq * d, acc_t(0));
   ws.s.resize(nf * kBK);
