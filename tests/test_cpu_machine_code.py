@@ -58,7 +58,7 @@ def tiles():
 def test_every_fp_tile_exists_and_multiplies(tiles, capability, vectors, partial):
     """Per row count (1-6): the full tile (all `vectors` column vectors) and the partial tiles:
     on AVX512 one per vector count (a block narrower than the full tile multiplies only the
-    vectors it needs), on AVX2 one with both vectors (micro_gemm.h: gemm_nn_partial)."""
+    vectors it needs), on AVX2 one with both vectors (micro_gemm.h: kMinPartialNV)."""
     names = tiles[(capability, "micro")]
     for dtype in ("float", "double"):
         for rows in range(1, 7):
