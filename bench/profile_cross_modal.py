@@ -7,7 +7,9 @@ fused backend, ``--steps`` forward+backward calls under torch.profiler. The op
 names its stages (``maven_fast::cross_modal.<pass>.<stage>``, docs/bench.md);
 per stage:
 
-    GEMM ms       self time of its aten::mm / aten::addmm children (FLOPs from their shapes)
+    GEMM ms       time of its GEMM children: aten::mm / aten::addmm (FLOPs from their shapes), and
+                  maven_fast::bf16_gemm, the op's own bf16 GEMMs on an AVX512-BF16 CPU
+                  (csrc/common/bf16_gemm.h; FLOPs recorded as its input)
     own ms        the stage's self time: the op's own kernels (attention, combine) and glue
     other ms      every other child op (casts, sums, copies)
 
@@ -53,12 +55,17 @@ from maven_fast.benchmark.roofline import bf16_matmul_support, measure_gemm_rate
 from maven_fast.ops.cross_modal import ABSORBED, GENERAL, KEY, QUERY
 
 STAGE_PREFIX = "maven_fast::cross_modal."
-GEMM_OPS = {"aten::mm": (0, 1), "aten::addmm": (1, 2)}  # op -> positions of A and B in its inputs
+ATEN_GEMMS = {"aten::mm": (0, 1), "aten::addmm": (1, 2)}  # op -> positions of A and B in its inputs
+OWN_GEMMS = "maven_fast::bf16_gemm"  # a group of the bf16 kernels (csrc/common/cpu_gemm.cpp); input: its FLOPs
+GEMM_OPS = (*ATEN_GEMMS, OWN_GEMMS)
 
 
 def gemm_event_flops(event) -> int:
-    """2 M N K of an aten::mm / aten::addmm event from its recorded input shapes."""
-    ia, ib = GEMM_OPS[event.name]
+    """2 M N K of an aten::mm / aten::addmm event from its recorded input shapes; the FLOPs a
+    maven_fast::bf16_gemm event records as its input."""
+    if event.name == OWN_GEMMS:
+        return int(event.concrete_inputs[0])
+    ia, ib = ATEN_GEMMS[event.name]
     a, b = event.input_shapes[ia], event.input_shapes[ib]
     return gemm_flops(a[0], b[1], a[1])
 
@@ -179,7 +186,7 @@ def render(prof: CaseProfile, rate: float, dtype: torch.dtype) -> str:
               f"kernels perform, valid keys only) at the full GEMM rate ({attention_ms:.1f} ms) and the rest at "
               f"zero: {flops / 1e9:.2f} GFLOP / "
               f"{gemm_ms + attention_ms:.1f} ms = {100 * bound_2:.0f}% of the GEMM rate. Past this share the block "
-              "needs GEMMs faster than ATen's at its shapes (or attention faster than the GEMM rate)."]
+              "needs faster GEMMs at its shapes (or attention faster than the GEMM rate)."]
     return "\n".join(lines) + "\n"
 
 
@@ -189,8 +196,9 @@ def slug(case_name: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # The paper cases: their GEMMs are ATen's. reference_mlp's few-row products run in the op's
-    # own skinny kernels (bound by memory, not by a GEMM rate; see its GB/s in the benchmark).
+    # The paper cases: their GEMMs are ATen's (bf16 on an AVX512-BF16 CPU: the op's bf16 kernels).
+    # reference_mlp's few-row products run in the op's own skinny kernels (bound by memory, not by
+    # a GEMM rate; see its GB/s in the benchmark).
     cases = [n for n, c in CASES.items() if "cpu" in c.devices and n.startswith("paper")]
     ap.add_argument("--case", default="paper (64, 100, 32) bf16", choices=cases,
                     help="a CPU paper case of the cross-modal benchmark (default: %(default)s)")

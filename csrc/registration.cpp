@@ -44,11 +44,11 @@ TORCH_LIBRARY(maven_fast, m) {
       "Tensor ln_bias, float ln_eps, int num_heads, int[] modes, float attn_dropout_p, "
       "float dropout_p, bool training, Tensor[] saved) -> Tensor[]");
 
-  // Test entry of the CPU ops' GEMM (csrc/common/skinny_gemm.h): in place,
-  // out = beta * out + alpha * a @ b (+ bias on every row), beta 0 or 1, through
-  // the skinny kernels when the shapes and layouts fit them (require_skinny: else
-  // an error), else ATen.
+  // Test entry of the CPU ops' GEMM dispatch (csrc/common/cpu_gemm.h): in place,
+  // out = beta * out + alpha * a @ b (+ bias on every row), beta 0 or 1, by
+  // `kernel`: "any" (the dispatch), "skinny" or "bf16" (that kernel, else an
+  // error), "aten".
   m.def(
       "_cpu_gemm_(Tensor(a!) out, Tensor a, Tensor b, float beta, float alpha, Tensor? bias, "
-      "bool require_skinny) -> ()");
+      "str kernel) -> ()");
 }

@@ -39,6 +39,7 @@ def build_info() -> dict[str, Any]:
             cxx_compiler=built["cxx_compiler"],
             bounds_checks=built["bounds_checks"],
             cpu_capability=built["cpu_capability"],
+            cpu_bf16_gemm=built["cpu_bf16_gemm"],
         )
     info.update(
         torch_version=torch.__version__,

@@ -25,6 +25,9 @@ def test_build_info_reports_the_build():
     assert info["built_torch_version"] == torch.__version__
     assert info["cxx11_abi"] == bool(torch._C._GLIBCXX_USE_CXX11_ABI)
     assert info["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "AVX512_BF16")
+    # The bf16 GEMM kernels run only on AVX512-BF16 (csrc/common/bf16_gemm.h; not with AMX).
+    assert isinstance(info["cpu_bf16_gemm"], bool)
+    assert not info["cpu_bf16_gemm"] or info["cpu_capability"] == "AVX512_BF16"
     assert info["triton_version"] is not None
     assert set(info) >= {"cuda_kernels", "cuda_archs", "torch_version", "triton_version"}
 

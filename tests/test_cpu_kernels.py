@@ -13,10 +13,10 @@ pytestmark = pytest.mark.skipif(extension() is None, reason="maven_fast._C is no
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _gemm(out, *args, require_skinny=True):
+def _gemm(out, *args, kernel="skinny"):
     """beta * out + alpha * a @ b (+ bias) through maven_fast::_cpu_gemm_ (out is left unchanged)."""
     result = out.clone()
-    torch.ops.maven_fast._cpu_gemm_(result, *args, require_skinny)
+    torch.ops.maven_fast._cpu_gemm_(result, *args, kernel)
     return result
 
 
@@ -98,7 +98,7 @@ def test_skinny_gemm_declines_other_shapes():
     w = torch.randn(32, 32)
     with pytest.raises(RuntimeError, match="skinny kernels do not take"):
         _gemm(torch.empty(65, 32), x, w.t(), 0.0, 1.0, None)  # 65 rows, large reduction
-    got = _gemm(torch.empty(65, 32), x, w.t(), 0.0, 1.0, None, require_skinny=False)  # ATen
+    got = _gemm(torch.empty(65, 32), x, w.t(), 0.0, 1.0, None, kernel="any")  # ATen
     torch.testing.assert_close(got, x @ w.t())
     with pytest.raises(RuntimeError, match="skinny kernels do not take"):
         _gemm(torch.empty(4, 32, dtype=torch.float64), torch.randn(4, 32, dtype=torch.float64),
@@ -108,8 +108,8 @@ def test_skinny_gemm_declines_other_shapes():
 def test_skinny_gemm_opcheck():
     a, b = torch.randn(5, 9), torch.randn(9, 7)
     torch.library.opcheck(torch.ops.maven_fast._cpu_gemm_.default,
-                          (torch.randn(5, 7), a, b, 0.0, 0.5, torch.randn(7), False))
-    torch.library.opcheck(torch.ops.maven_fast._cpu_gemm_.default, (torch.randn(5, 7), a, b, 1.0, 0.5, None, True))
+                          (torch.randn(5, 7), a, b, 0.0, 0.5, torch.randn(7), "any"))
+    torch.library.opcheck(torch.ops.maven_fast._cpu_gemm_.default, (torch.randn(5, 7), a, b, 1.0, 0.5, None, "skinny"))
 
 
 # --------------------------------------------------------------------------- pool

@@ -6,7 +6,8 @@
 //
 // Operands hold bf16 PAIRS along the reduction index p in 32-bit words
 // (low half = even p), the layout vdpbf16ps multiplies:
-//   gemm_pairs:  C[i, n] (+)= alpha * sum_e A2(i, e) . B2[e, n]
+//   gemm_pairs:  C[i, n] (+)= alpha * sum_e A2(i, e) . B2[e, n]  (fp32 C)
+//   pairs_tile:  its register tile; writes through a TileOut (fp32 or bf16 C, bias)
 //     A2(i, e) = (A(i, 2e), A(i, 2e+1)) = a[i * a_rs + e * a_es]   (any strides)
 //     B2[e, n] = (B(2e, n), B(2e+1, n)) = b[e * ldb + n]            (n contiguous)
 //   that is C = alpha * A B for A [m, k], B [k, n], kw = ceil(k / 2) words
@@ -38,6 +39,31 @@ namespace maven_fast::MAVEN_FAST_CPU_NS::micro_bf16 {
 using BF16 = c10::BFloat16;
 using micro::mask16;
 
+// 16 bf16 of `src` (fp32 rounded to nearest even, or bf16 as is) in a 256-bit
+// register, reading only the first `cnt` (the rest zero).
+MF_BF16_TARGET inline __m256i load16_bf16(const float* src, int64_t cnt) {
+  return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(cnt), src));
+}
+MF_BF16_TARGET inline __m256i load16_bf16(const BF16* src, int64_t cnt) {
+  return _mm256_maskz_loadu_epi16(mask16(cnt), src);
+}
+
+// 16 bf16 of `src` (the first `cnt`, the rest zero) widened to fp32 (exact).
+MF_BF16_TARGET inline __m512 widen16(const BF16* src, int64_t cnt) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load16_bf16(src, cnt)), 16));
+}
+
+// Where a tile's results go: C[i, j] (+)= alpha * acc[i, j] (+ bias[j]), in
+// fp32 (c) or bf16 (c_bf16, rounded to nearest even from fp32); pointers at the
+// tile's first row and column.
+struct TileOut {
+  float* c = nullptr;
+  BF16* c_bf16 = nullptr;
+  int64_t ldc = 0;
+  const BF16* bias = nullptr;  // [columns] or null
+  bool accumulate = false;
+};
+
 // Register tile: up to kMR (micro_gemm.h's 6) rows x NV <= 4 vectors of 16 fp32
 // (24 of the 32 registers). A block narrower than 64 columns gets a tile of
 // ceil(columns / 16) vectors: a full-width tile would multiply the masked-off
@@ -52,8 +78,7 @@ constexpr int64_t kNC = kMaxNV * 16;
 template <int MR, int NV>
 MF_BF16_TARGET __attribute__((noinline, noclone)) void pairs_tile(int64_t kw, float alpha, const uint32_t* a,
                                                                   int64_t a_rs, int64_t a_es, const uint32_t* b,
-                                                                  int64_t ldb, bool accumulate, float* c,
-                                                                  int64_t ldc, int64_t nc) {
+                                                                  int64_t ldb, const TileOut& out, int64_t nc) {
   static_assert(NV >= 1 && NV <= kMaxNV, "one to four column vectors");
   const __mmask16 mask[kMaxNV] = {mask16(nc), mask16(nc - 16), mask16(nc - 32), mask16(nc - 48)};
   __m512 r[MR][NV];
@@ -81,14 +106,23 @@ MF_BF16_TARGET __attribute__((noinline, noclone)) void pairs_tile(int64_t kw, fl
     }
   }
   const __m512 va = _mm512_set1_ps(alpha);
+  __m512 bias[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) bias[v] = out.bias ? widen16(out.bias + v * 16, nc - v * 16) : _mm512_setzero_ps();
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-    float* ci = c + i * ldc;
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      __m512 out = _mm512_mul_ps(r[i][v], va);
-      if (accumulate) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask[v], ci + v * 16));
-      _mm512_mask_storeu_ps(ci + v * 16, mask[v], out);
+      __m512 o = _mm512_fmadd_ps(r[i][v], va, bias[v]);
+      if (out.c_bf16) {
+        BF16* ci = out.c_bf16 + i * out.ldc + v * 16;
+        if (out.accumulate) o = _mm512_add_ps(o, widen16(ci, nc - v * 16));
+        _mm256_mask_storeu_epi16(ci, mask[v], (__m256i)_mm512_cvtneps_pbh(o));
+      } else {
+        float* ci = out.c + i * out.ldc + v * 16;
+        if (out.accumulate) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(mask[v], ci));
+        _mm512_mask_storeu_ps(ci, mask[v], o);
+      }
     }
   }
 }
@@ -100,24 +134,14 @@ MF_BF16_TARGET inline void gemm_pairs(int64_t m, int64_t n, int64_t kw, float al
     const int64_t nc = std::min(kNC, n - j0);
     micro::with_count<1, kMaxNV>((nc + 15) / 16, [&]<int NV>() {
       micro::for_row_tiles<kMR>(m, [&]<int R>(int64_t i) {
-        pairs_tile<R, NV>(kw, alpha, a + i * a_rs, a_rs, a_es, b + j0, ldb, accumulate, c + i * ldc + j0, ldc, nc);
+        TileOut out;
+        out.c = c + i * ldc + j0;
+        out.ldc = ldc;
+        out.accumulate = accumulate;
+        pairs_tile<R, NV>(kw, alpha, a + i * a_rs, a_rs, a_es, b + j0, ldb, out, nc);
       });
     });
   }
-}
-
-// 16 bf16 of `src` (fp32 rounded to nearest even, or bf16 as is) in a 256-bit
-// register, reading only the first `cnt` (the rest zero).
-MF_BF16_TARGET inline __m256i load16_bf16(const float* src, int64_t cnt) {
-  return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(cnt), src));
-}
-MF_BF16_TARGET inline __m256i load16_bf16(const BF16* src, int64_t cnt) {
-  return _mm256_maskz_loadu_epi16(mask16(cnt), src);
-}
-
-// 16 bf16 of `src` (the first `cnt`, the rest zero) widened to fp32 (exact).
-MF_BF16_TARGET inline __m512 widen16(const BF16* src, int64_t cnt) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load16_bf16(src, cnt)), 16));
 }
 
 // sum_i x[i] y[i] over n bf16 elements, products and sums in fp32.

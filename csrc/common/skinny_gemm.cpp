@@ -1,30 +1,12 @@
-// Host side of the skinny GEMMs (skinny_gemm.h): which calls they take, and
-// ATen for the others.
+// Host side of the skinny GEMMs (skinny_gemm.h): which calls they take.
 #include "common/skinny_gemm.h"
 
-
 #include <ATen/ATen.h>
-#include <torch/library.h>
 
 namespace maven_fast {
 namespace {
 
 bool unit_stride(const at::Tensor& t, int64_t dim) { return t.size(dim) == 1 || t.stride(dim) == 1; }
-
-void aten_gemm(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta,
-               double alpha, const at::Tensor& bias) {
-  at::Tensor o = out;  // the _out functions take a non-const reference
-  if (bias.defined()) {
-    TORCH_INTERNAL_ASSERT(beta == 0.0, "gemm: a bias replaces beta * out");
-    at::addmm_out(o, bias, a, b, 1.0, alpha);
-  } else if (beta != 0.0) {
-    at::addmm_out(o, out, a, b, beta, alpha);
-  } else if (alpha == 1.0) {
-    at::mm_out(o, a, b);
-  } else {
-    at::addmm_out(o, out, a, b, 0.0, alpha);
-  }
-}
 
 }  // namespace
 
@@ -78,35 +60,5 @@ void skinny_gemm_group(at::ScalarType dtype, const std::vector<SkinnyGemm>& prob
   if (problems.empty()) return;
   MAVEN_FAST_CPU_DISPATCH(skinny_gemm_cpu_kernel, dtype, problems);
 }
-
-void cpu_gemm(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta,
-              double alpha, const at::Tensor& bias) {
-  SkinnyGemm p;
-  if (skinny_problem(out, a, b, beta, alpha, bias, p)) {
-    skinny_gemm_group(out.scalar_type(), {p});
-  } else {
-    aten_gemm(out, a, b, beta, alpha, bias);
-  }
-}
-
-namespace {
-
-void cpu_gemm_op(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta,
-                       double alpha, const std::optional<at::Tensor>& bias, bool require_skinny) {
-  const at::Tensor bias_t = bias.has_value() ? *bias : at::Tensor();
-  TORCH_CHECK(beta == 0.0 || beta == 1.0, "maven_fast::_cpu_gemm: beta must be 0 or 1, got ", beta);
-  TORCH_CHECK(!bias_t.defined() || beta == 0.0,
-              "maven_fast::_cpu_gemm: with a bias, beta must be 0 (the bias takes the place of out)");
-  SkinnyGemm p;
-  TORCH_CHECK(!require_skinny || skinny_problem(out, a, b, beta, alpha, bias_t, p),
-              "maven_fast::_cpu_gemm: the skinny kernels do not take out ", out.sizes(), ", a ",
-              a.sizes(), " (strides ", a.strides(), "), b ", b.sizes(), " (strides ", b.strides(),
-              "), beta ", beta, ", dtype ", out.scalar_type());
-  cpu_gemm(out, a, b, beta, alpha, bias_t);
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(maven_fast, CPU, m) { m.impl("_cpu_gemm_", &cpu_gemm_op); }
 
 }  // namespace maven_fast

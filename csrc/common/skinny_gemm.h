@@ -44,14 +44,8 @@ struct SkinnyGemm {
   bool accumulate = false;     // C += ... (else C = ...)
 };
 
-// out = beta * out + alpha * a @ b (+ bias on every row), beta 0 or 1, as
-// at::addmm_out; runs the skinny kernels when the shapes and layouts are one of
-// the three above (CPU, float / bfloat16 / half), else ATen. `out` may be a
-// column slice of a wider matrix.
-void cpu_gemm(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta,
-              double alpha, const at::Tensor& bias);
-
-// The problem cpu_gemm would give the skinny kernels, or false (ATen's case).
+// The problem for out = beta * out + alpha * a @ b (+ bias) (cpu_gemm.h), or
+// false when the skinny kernels do not take it.
 bool skinny_problem(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta,
                     double alpha, const at::Tensor& bias, SkinnyGemm& p);
 

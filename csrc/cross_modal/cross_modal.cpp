@@ -246,34 +246,15 @@ StridedSeq seq(const at::Tensor& t, int64_t T, int64_t col, int64_t sh) {
   return {static_cast<char*>(t.data_ptr()) + col * t.element_size(), T * t.size(1), t.size(1), sh};
 }
 
-// Coefficient of b_v in an absorbed pathway's output rows: psum of head h
-// (attention dropout), else 1 where the item has keys and 0 where it has none.
 // An uninitialised buffer of the op (the device's allocator, e.g. the CPU
 // ops' caching pool; at::empty when the device has none).
 at::Tensor new_buffer(const Kernels& kern, at::IntArrayRef sizes, const at::TensorOptions& opts) {
   return kern.empty ? kern.empty(sizes, opts) : at::empty(sizes, opts);
 }
 
-}  // namespace
-
-void aten_gemm(const GemmCall& c) {
-  at::Tensor o = c.out;  // the _out functions take a non-const reference
-  if (c.bias.defined()) {
-    TORCH_INTERNAL_ASSERT(c.beta == 0.0, "aten_gemm: a bias takes the place of beta * out");
-    at::addmm_out(o, c.bias, c.a, c.b, 1.0, c.alpha);
-  } else if (c.beta != 0.0 || c.alpha != 1.0) {
-    at::addmm_out(o, c.out, c.a, c.b, c.beta, c.alpha);
-  } else {
-    at::mm_out(o, c.a, c.b);
-  }
-}
-
-namespace {
-
 // GEMMs that do not depend on each other (no call reads another's output, no
 // two write the same elements), run together: by the device's batch hook (the
-// CPU ops' skinny kernels run all few-row products in one parallel region,
-// common/skinny_gemm.h), else one ATen call each.
+// CPU ops' GEMM dispatch, common/cpu_gemm.h), else one ATen call each.
 class GemmBatch {
  public:
   explicit GemmBatch(const Kernels& kern) : kern_(kern) {}
@@ -297,6 +278,8 @@ class GemmBatch {
   std::vector<GemmCall> calls_;
 };
 
+// Coefficient of b_v in an absorbed pathway's output rows: psum of head h
+// (attention dropout), else 1 where the item has keys and 0 where it has none.
 at::Tensor bias_coef(const Plan& P, const at::Tensor& psum, const at::Tensor& key_len, int64_t tx,
                      int64_t h, const at::TensorOptions& opts) {
   if (psum.defined()) return psum.select(1, h).reshape({-1, 1}).to(opts.dtype());

@@ -11,19 +11,12 @@
 #include <tuple>
 #include <vector>
 
+#include "common/gemm_call.h"
 #include "cross_modal/cross_modal.h"
 
 namespace maven_fast::cross_modal {
 
-// One GEMM of the orchestration: out = beta out + alpha a b (+ bias on every
-// row), beta 0 or 1, as at::addmm_out (`out` may be a column slice).
-struct GemmCall {
-  at::Tensor out, a, b, bias;
-  double beta = 0.0, alpha = 1.0;
-};
-
-// ATen's execution of one GemmCall.
-void aten_gemm(const GemmCall& c);
+using maven_fast::GemmCall;
 
 struct Kernels {
   void (*attention_forward)(at::ScalarType, const std::vector<AttentionProblem>&, const DropoutParams&);
@@ -33,9 +26,9 @@ struct Kernels {
   // Optional: allocates the op's buffers and outputs (null: at::empty). The
   // CPU ops use a caching pool (common/cpu_pool.h).
   at::Tensor (*empty)(at::IntArrayRef sizes, const at::TensorOptions& opts) = nullptr;
-  // Optional: runs GEMMs that do not depend on each other (null: aten_gemm on
-  // each). The CPU ops run the few-row ones in one parallel region on their own
-  // kernels (common/skinny_gemm.h).
+  // Optional: runs GEMMs that do not depend on each other (null: one ATen call
+  // each). The CPU ops' dispatch (common/cpu_gemm.h) runs the few-row and the
+  // bf16 ones on their own kernels.
   void (*gemm_batch)(const std::vector<GemmCall>& calls) = nullptr;
 };
 

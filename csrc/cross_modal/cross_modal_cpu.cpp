@@ -8,7 +8,7 @@
 #include <mutex>
 
 #include "common/cpu_pool.h"
-#include "common/skinny_gemm.h"
+#include "common/cpu_gemm.h"
 #include "cross_modal/cross_modal_common.h"
 
 namespace maven_fast {
@@ -17,24 +17,6 @@ namespace {
 using cross_modal::AttentionProblem;
 using cross_modal::CombineParams;
 using cross_modal::DropoutParams;
-
-// The few-row GEMMs of a batch in one parallel region of the skinny kernels;
-// the others through ATen (large ones are multi-threaded there).
-void gemm_batch(const std::vector<cross_modal::GemmCall>& calls) {
-  std::vector<SkinnyGemm> skinny;
-  at::ScalarType dtype = at::kFloat;
-  for (const auto& c : calls) {
-    SkinnyGemm p;
-    if (skinny_problem(c.out, c.a, c.b, c.beta, c.alpha, c.bias, p)) {
-      TORCH_INTERNAL_ASSERT(skinny.empty() || c.out.scalar_type() == dtype, "gemm_batch: mixed dtypes");
-      dtype = c.out.scalar_type();
-      skinny.push_back(p);
-    } else {
-      cross_modal::aten_gemm(c);
-    }
-  }
-  skinny_gemm_group(dtype, skinny);
-}
 
 struct Cpu {
   static const cross_modal::Kernels& kernels() {
@@ -52,7 +34,7 @@ struct Cpu {
           MAVEN_FAST_CPU_DISPATCH(cross_modal_combine_backward_cpu_kernel, t, c);
         },
         &cpu_pool_empty,
-        &gemm_batch,
+        &cpu_gemm_group,  // few-row and bf16 products on their own kernels (common/cpu_gemm.h)
     };
     return k;
   }

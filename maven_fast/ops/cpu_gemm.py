@@ -1,9 +1,12 @@
 """The CPU ops' GEMM and buffer pool, as the tests and users see them.
 
-``torch.ops.maven_fast._cpu_gemm_(out, a, b, beta, alpha, bias, require_skinny)``
-sets ``out = beta * out + alpha * a @ b (+ bias)`` in place through the skinny kernels the
-CPU cross-modal block uses for few-row products (``csrc/common/skinny_gemm.h``),
-so the tests can check them on their own. :func:`pool_info`,
+``torch.ops.maven_fast._cpu_gemm_(out, a, b, beta, alpha, bias, kernel)``
+sets ``out = beta * out + alpha * a @ b (+ bias)`` in place through the GEMM dispatch of the
+CPU ops (``csrc/common/cpu_gemm.h``), so the tests can check its kernels on their own:
+``kernel`` "any" (the dispatch: the skinny kernels for few-row products,
+``csrc/common/skinny_gemm.h``; the bf16 kernels on an AVX512-BF16 CPU without AMX,
+``csrc/common/bf16_gemm.h``; else ATen), "skinny" or "bf16" (that kernel, an error when
+it does not take the call), "aten". :func:`pool_info`,
 :func:`release_pool` and :func:`set_pool_limit` show and control the caching
 allocator of the CPU ops' buffers (``csrc/common/cpu_pool.h``; default limit
 512 MiB, environment variable ``MAVEN_FAST_CPU_POOL_MB``).
@@ -30,7 +33,7 @@ def set_pool_limit(nbytes: int) -> None:
     require_extension().cpu_pool_set_limit(int(nbytes))
 
 
-def _fake_cpu_gemm(out, a, b, beta, alpha, bias, require_skinny):
+def _fake_cpu_gemm(out, a, b, beta, alpha, bias, kernel):
     return None
 
 

@@ -1,0 +1,85 @@
+// The CPU GEMM dispatch (cpu_gemm.h) and its test op maven_fast::_cpu_gemm_.
+#include "common/cpu_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/record_function.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "common/bf16_gemm.h"
+#include "common/skinny_gemm.h"
+
+namespace maven_fast {
+
+void cpu_gemm_group(const std::vector<GemmCall>& calls) {
+  std::vector<SkinnyGemm> skinny;
+  std::vector<Bf16Gemm> bf16;
+  at::ScalarType skinny_dtype = at::kFloat;
+  for (const auto& c : calls) {
+    SkinnyGemm s;
+    Bf16Gemm p;
+    if (skinny_problem(c.out, c.a, c.b, c.beta, c.alpha, c.bias, s)) {
+      TORCH_INTERNAL_ASSERT(skinny.empty() || c.out.scalar_type() == skinny_dtype, "cpu_gemm_group: mixed dtypes");
+      skinny_dtype = c.out.scalar_type();
+      skinny.push_back(s);
+    } else if (bf16_gemm_problem(c.out, c.a, c.b, c.beta, c.alpha, c.bias, p)) {
+      bf16.push_back(p);
+    } else {
+      aten_gemm(c);
+    }
+  }
+  skinny_gemm_group(skinny_dtype, skinny);
+  if (!bf16.empty()) {
+    // For profiles (bench/profile_cross_modal.py): the group's FLOPs as its input.
+    int64_t flops = 0;
+    for (const auto& p : bf16) flops += 2 * p.m * p.n * p.k;
+    RECORD_FUNCTION("maven_fast::bf16_gemm", std::vector<c10::IValue>{c10::IValue(flops)});
+    bf16_gemm_group(bf16);
+  }
+}
+
+void cpu_gemm(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta, double alpha,
+              const at::Tensor& bias) {
+  cpu_gemm_group({GemmCall{out, a, b, bias, beta, alpha}});
+}
+
+namespace {
+
+// kernel: "any" (the dispatch), "skinny" or "bf16" (that kernel, else an error), "aten".
+void cpu_gemm_op(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta, double alpha,
+                 const std::optional<at::Tensor>& bias, c10::string_view kernel) {
+  const at::Tensor bias_t = bias.has_value() ? *bias : at::Tensor();
+  TORCH_CHECK(beta == 0.0 || beta == 1.0, "maven_fast::_cpu_gemm_: beta must be 0 or 1, got ", beta);
+  TORCH_CHECK(!bias_t.defined() || beta == 0.0,
+              "maven_fast::_cpu_gemm_: with a bias, beta must be 0 (the bias takes the place of out)");
+  const std::string k(kernel);
+  TORCH_CHECK(k == "any" || k == "skinny" || k == "bf16" || k == "aten",
+              "maven_fast::_cpu_gemm_: kernel must be 'any', 'skinny', 'bf16' or 'aten', got '", k, "'");
+  SkinnyGemm s;
+  Bf16Gemm p;
+  const bool is_skinny = skinny_problem(out, a, b, beta, alpha, bias_t, s);
+  TORCH_CHECK(k != "skinny" || is_skinny, "maven_fast::_cpu_gemm_: the skinny kernels do not take out ", out.sizes(),
+              ", a ", a.sizes(), " (strides ", a.strides(), "), b ", b.sizes(), " (strides ", b.strides(), "), beta ",
+              beta, ", dtype ", out.scalar_type());
+  if (k == "bf16") {
+    TORCH_CHECK(bf16_gemm_available(),
+                "maven_fast::_cpu_gemm_: the bf16 kernels need an AVX512-BF16 CPU without AMX (and "
+                "MAVEN_FAST_CPU_CAPABILITY unset or AVX512_BF16)");
+    TORCH_CHECK(bf16_gemm_problem(out, a, b, beta, alpha, bias_t, p),
+                "maven_fast::_cpu_gemm_: the bf16 kernels do not take out ", out.sizes(), " (strides ",
+                out.strides(), "), a ", a.sizes(), " (strides ", a.strides(), "), b ", b.sizes(), " (strides ",
+                b.strides(), "), dtype ", out.scalar_type());
+    bf16_gemm_group({p});
+  } else if (k == "aten") {
+    aten_gemm(GemmCall{out, a, b, bias_t, beta, alpha});
+  } else {
+    cpu_gemm(out, a, b, beta, alpha, bias_t);
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(maven_fast, CPU, m) { m.impl("_cpu_gemm_", &cpu_gemm_op); }
+
+}  // namespace maven_fast
