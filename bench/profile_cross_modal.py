@@ -8,8 +8,9 @@ names its stages (``maven_fast::cross_modal.<pass>.<stage>``, docs/bench.md);
 per stage:
 
     GEMM ms       time of its GEMM children: aten::mm / aten::addmm (FLOPs from their shapes), and
-                  maven_fast::bf16_gemm, the op's own bf16 GEMMs on an AVX512-BF16 CPU
-                  (csrc/common/bf16_gemm.h; FLOPs recorded as its input)
+                  maven_fast::bf16_gemm / maven_fast::fp32_gemm, the op's own GEMM kernels (bf16 on
+                  an AVX512-BF16 CPU, fp32 on an AVX2 CPU: csrc/common/cpu_gemm.h; FLOPs recorded
+                  as their input)
     own ms        the stage's self time: the op's own kernels (attention, combine) and glue
     other ms      every other child op (casts, sums, copies)
 
@@ -56,14 +57,15 @@ from maven_fast.ops.cross_modal import ABSORBED, GENERAL, KEY, QUERY
 
 STAGE_PREFIX = "maven_fast::cross_modal."
 ATEN_GEMMS = {"aten::mm": (0, 1), "aten::addmm": (1, 2)}  # op -> positions of A and B in its inputs
-OWN_GEMMS = "maven_fast::bf16_gemm"  # a group of the bf16 kernels (csrc/common/cpu_gemm.cpp); input: its FLOPs
-GEMM_OPS = (*ATEN_GEMMS, OWN_GEMMS)
+# a group of products on the op's own kernels (csrc/common/cpu_gemm.cpp); input: its FLOPs
+OWN_GEMMS = ("maven_fast::bf16_gemm", "maven_fast::fp32_gemm")
+GEMM_OPS = (*ATEN_GEMMS, *OWN_GEMMS)
 
 
 def gemm_event_flops(event) -> int:
     """2 M N K of an aten::mm / aten::addmm event from its recorded input shapes; the FLOPs a
-    maven_fast::bf16_gemm event records as its input."""
-    if event.name == OWN_GEMMS:
+    maven_fast::bf16_gemm / fp32_gemm event records as its input."""
+    if event.name in OWN_GEMMS:
         return int(event.concrete_inputs[0])
     ia, ib = ATEN_GEMMS[event.name]
     a, b = event.input_shapes[ia], event.input_shapes[ib]

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/bf16_gemm.h"
+#include "common/fp32_gemm.h"
 #include "common/cpu_capability.h"
 #include "common/cpu_pool.h"
 #ifdef MAVEN_FAST_WITH_CUDA
@@ -39,6 +40,7 @@ PYBIND11_MODULE(_C, m) {
     d["cpu_capability"] =
         maven_fast::cpu_capability_name(maven_fast::cpu_capability());
     d["cpu_bf16_gemm"] = maven_fast::bf16_gemm_available();
+    d["cpu_fp32_gemm"] = maven_fast::fp32_gemm_available();
     return d;
   }, "How this extension was built (torch it was compiled against, ABI, CUDA archs, ...).");
 #ifdef MAVEN_FAST_WITH_CUDA

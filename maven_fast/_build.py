@@ -40,6 +40,7 @@ def build_info() -> dict[str, Any]:
             bounds_checks=built["bounds_checks"],
             cpu_capability=built["cpu_capability"],
             cpu_bf16_gemm=built["cpu_bf16_gemm"],
+            cpu_fp32_gemm=built["cpu_fp32_gemm"],
         )
     info.update(
         torch_version=torch.__version__,

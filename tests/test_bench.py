@@ -641,9 +641,9 @@ def test_train_step_bare_mode_times_the_steps_and_checks_the_variant(capsys):
 @pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
 @pytest.mark.parametrize("case", ["paper (64, 100, 32)", "paper (64, 100, 32) bf16"])
 def test_cross_modal_profile_accounts_for_every_gemm_flop(case):
-    """The stage table finds the op's stages and their GEMMs (ATen's, and in bf16 on an
-    AVX512-BF16 CPU the op's own): the GEMM FLOPs it counts are the executed FLOPs less the
-    attention's (bias-gradient products aside)."""
+    """The stage table finds the op's stages and their GEMMs (ATen's, and the op's own where they
+    run: bf16 on an AVX512-BF16 CPU, fp32 on an AVX2 CPU): the GEMM FLOPs it counts are the
+    executed FLOPs less the attention's (bias-gradient products aside)."""
     from maven_fast.ops.cross_modal import ABSORBED, GENERAL, KEY, QUERY
 
     prof = _profile_script("profile_cross_modal")

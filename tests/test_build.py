@@ -28,6 +28,9 @@ def test_build_info_reports_the_build():
     # The bf16 GEMM kernels run only on AVX512-BF16 (csrc/common/bf16_gemm.h; not with AMX).
     assert isinstance(info["cpu_bf16_gemm"], bool)
     assert not info["cpu_bf16_gemm"] or info["cpu_capability"] == "AVX512_BF16"
+    # The fp32 GEMM kernels run on AVX2 CPUs (csrc/common/fp32_gemm.h), unless turned off.
+    fp32_on = info["cpu_capability"] == "AVX2" and os.environ.get("MAVEN_FAST_CPU_FP32_GEMM") != "0"
+    assert info["cpu_fp32_gemm"] is fp32_on
     assert info["triton_version"] is not None
     assert set(info) >= {"cuda_kernels", "cuda_archs", "torch_version", "triton_version"}
 

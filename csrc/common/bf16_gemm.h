@@ -11,9 +11,7 @@
 // several times faster: then ATen keeps them (bf16_gemm_available).
 //
 //   C [m, n] (=|+=) alpha * A [m, k] B [k, n] (+ bias [n] on every row)
-//   A: rows (A(i, p) = a[i * lda + p]) or transposed rows (A(i, p) = a[p * lda + i])
-//   B: rows (B(p, j) = b[p * ldb + j]) or transposed rows (B(p, j) = b[j * ldb + p])
-//   C: rows with leading dimension ldc; bf16 everywhere, fp32 accumulation, one
+//   (gemm_problem.h's layouts), bf16 everywhere, fp32 accumulation, one
 //   rounding per output element (as ATen's bf16 GEMM).
 //
 // Operands are repacked as bf16 pairs along k (micro_gemm_bf16.h's layout): B
@@ -24,27 +22,14 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <cstdint>
 #include <vector>
 
 #include "common/cpu_capability.h"
+#include "common/gemm_problem.h"
 
 namespace maven_fast {
 
-struct Bf16Gemm {
-  int64_t m = 0, n = 0, k = 0;
-  const c10::BFloat16* a = nullptr;
-  int64_t lda = 0;
-  bool a_transposed = false;  // A(i, p) = a[p * lda + i]
-  const c10::BFloat16* b = nullptr;
-  int64_t ldb = 0;
-  bool b_transposed = false;  // B(p, j) = b[j * ldb + p] (B = W^T, W [n, k] rows)
-  c10::BFloat16* c = nullptr;
-  int64_t ldc = 0;
-  const c10::BFloat16* bias = nullptr;  // [n] contiguous, or null
-  float alpha = 1.0f;
-  bool accumulate = false;  // C += ... (else C = ...)
-};
+using Bf16Gemm = GemmProblem<c10::BFloat16>;
 
 // True when these kernels run here: the AVX512_BF16 capability (not forced
 // lower by MAVEN_FAST_CPU_CAPABILITY), no AMX-BF16, and not turned off by

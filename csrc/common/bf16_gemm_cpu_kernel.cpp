@@ -7,13 +7,10 @@
 //   1. only if some A's rows are not already pairs (A^T, odd k or leading
 //      dimension): A packed into words [m][kw] (rows) or tile by tile (A^T),
 //      one parallel region;
-//   2. one parallel region over units (problem, panel of 64 columns, block of
-//      96 rows), each thread a contiguous run of units of equal total work. A
-//      thread packs each panel of B it reaches into its own buffer,
+//   2. the products in one parallel region (gemm_schedule.h): units of a 64-column
+//      panel and 96 rows; a thread packs each panel of B it reaches,
 //      panel[e * 64 + j] = B2[e, j0 + j] (L2-resident: 64 KB at k = 512), and
 //      runs the 6-row x 64-column pair tiles of its row blocks against it.
-// Split by columns, every panel is packed once (twice where a thread's run
-// starts inside one), by the thread that uses it, while the rows of A stream.
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
@@ -23,6 +20,7 @@
 
 #include "common/bf16_gemm.h"
 #include "common/cpu_pool.h"
+#include "common/gemm_schedule.h"
 #include "common/micro_gemm_bf16.h"
 
 namespace maven_fast {
@@ -48,7 +46,7 @@ struct Packed {
   const uint32_t* a = nullptr;
   int64_t a_tile = 0, a_rs = 0, a_es = 0;
   uint32_t* a_buf = nullptr;    // where A is packed (null: read in place)
-  int64_t kw = 0, panels = 0, blocks = 0;
+  int64_t kw = 0, blocks = 0;
 };
 
 bool rows_are_pairs(const Bf16Gemm& p) {
@@ -122,9 +120,7 @@ MF_BF16_TARGET void pack_a(const Bf16Gemm& p, const Packed& q, int64_t r) {
   }
 }
 
-struct Unit {
-  int64_t problem, panel, block;
-};
+using gemm_schedule::Unit;
 
 // The unit's 6-row x 64-column pair tiles down its rows, against its panel.
 MF_BF16_TARGET void run_unit(const Bf16Gemm& p, const Packed& q, const Unit& u, const uint32_t* panel) {
@@ -143,36 +139,6 @@ MF_BF16_TARGET void run_unit(const Bf16Gemm& p, const Packed& q, const Unit& u, 
   });
 }
 
-// Thread t's run of units: a run over the units, panel by panel.
-MF_BF16_TARGET void run_units(const std::vector<Bf16Gemm>& problems, const std::vector<Packed>& packed,
-                              const std::vector<Unit>& units, int64_t first, int64_t last) {
-  thread_local std::vector<uint32_t> panel, stage;
-  int64_t packed_problem = -1, packed_panel = -1;
-  for (int64_t u = first; u < last; ++u) {
-    const Unit& unit = units[u];
-    const Bf16Gemm& p = problems[unit.problem];
-    const Packed& q = packed[unit.problem];
-    if (unit.problem != packed_problem || unit.panel != packed_panel) {
-      const int64_t j0 = unit.panel * kPanel;
-      panel.resize(q.kw * kPanel);
-      pack_b_panel(p, q.kw, j0, std::min(kPanel, p.n - j0), panel.data(), stage);
-      packed_problem = unit.problem;
-      packed_panel = unit.panel;
-    }
-    run_unit(p, q, unit, panel.data());
-  }
-}
-
-// [first, last) units of thread t of `threads`: contiguous runs of equal work
-// (a unit's work is its rows x columns; k is the same across a problem).
-std::pair<int64_t, int64_t> thread_units(const std::vector<int64_t>& work_before, int64_t t, int64_t threads) {
-  const int64_t total = work_before.back();
-  auto first_at = [&](int64_t share) {
-    return std::lower_bound(work_before.begin(), work_before.end() - 1, share) - work_before.begin();
-  };
-  return {first_at(total * t / threads), first_at(total * (t + 1) / threads)};
-}
-
 }  // namespace
 
 MF_BF16_TARGET void bf16_gemm_cpu_kernel(const std::vector<Bf16Gemm>& problems) {
@@ -182,7 +148,6 @@ MF_BF16_TARGET void bf16_gemm_cpu_kernel(const std::vector<Bf16Gemm>& problems) 
     const Bf16Gemm& p = problems[i];
     Packed& q = packed[i];
     q.kw = ceil_div(p.k, 2);
-    q.panels = ceil_div(p.n, kPanel);
     q.blocks = ceil_div(p.m, kBlockRows);
     a_words += packed_a_words(p, q.kw);
   }
@@ -218,26 +183,18 @@ MF_BF16_TARGET void bf16_gemm_cpu_kernel(const std::vector<Bf16Gemm>& problems) 
     }
   });
 
-  // 2. The products, panel by panel.
-  std::vector<Unit> units;
-  std::vector<int64_t> work_before{0};
-  for (size_t i = 0; i < problems.size(); ++i) {
-    const Bf16Gemm& p = problems[i];
-    for (int64_t c = 0; c < packed[i].panels; ++c)
-      for (int64_t r = 0; r < packed[i].blocks; ++r) {
-        units.push_back({static_cast<int64_t>(i), c, r});
-        const int64_t rows = std::min(kBlockRows, p.m - r * kBlockRows);
-        const int64_t cols = std::min(kPanel, p.n - c * kPanel);
-        work_before.push_back(work_before.back() + rows * cols * packed[i].kw);
-      }
-  }
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const auto [first, last] = thread_units(work_before, t, threads);
-      run_units(problems, packed, units, first, last);
-    }
-  });
+  // 2. The products (each thread packs B panels into its own buffers).
+  static thread_local std::vector<uint32_t> panel, stage;
+  const auto schedule = gemm_schedule::make_schedule(problems, kPanel, kBlockRows);
+  gemm_schedule::run_schedule(
+      schedule,
+      [&](const Unit& u) {
+        const Bf16Gemm& p = problems[u.problem];
+        const int64_t kw = packed[u.problem].kw, j0 = u.panel * kPanel;
+        panel.resize(kw * kPanel);
+        pack_b_panel(p, kw, j0, std::min(kPanel, p.n - j0), panel.data(), stage);
+      },
+      [&](const Unit& u) { run_unit(problems[u.problem], packed[u.problem], u, panel.data()); });
 }
 
 #else  // below AVX512: the host never calls it (bf16_gemm_available)

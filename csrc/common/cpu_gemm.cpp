@@ -8,34 +8,51 @@
 #include <string>
 
 #include "common/bf16_gemm.h"
+#include "common/fp32_gemm.h"
 #include "common/skinny_gemm.h"
 
 namespace maven_fast {
+namespace {
+
+// For profiles (bench/profile_cross_modal.py): a group's FLOPs, recorded as its input.
+template <typename Problem>
+int64_t group_flops(const std::vector<Problem>& problems) {
+  int64_t flops = 0;
+  for (const auto& p : problems) flops += 2 * p.m * p.n * p.k;
+  return flops;
+}
+
+}  // namespace
 
 void cpu_gemm_group(const std::vector<GemmCall>& calls) {
   std::vector<SkinnyGemm> skinny;
   std::vector<Bf16Gemm> bf16;
+  std::vector<Fp32Gemm> fp32;
   at::ScalarType skinny_dtype = at::kFloat;
   for (const auto& c : calls) {
     SkinnyGemm s;
     Bf16Gemm p;
+    Fp32Gemm f;
     if (skinny_problem(c.out, c.a, c.b, c.beta, c.alpha, c.bias, s)) {
       TORCH_INTERNAL_ASSERT(skinny.empty() || c.out.scalar_type() == skinny_dtype, "cpu_gemm_group: mixed dtypes");
       skinny_dtype = c.out.scalar_type();
       skinny.push_back(s);
     } else if (bf16_gemm_problem(c.out, c.a, c.b, c.beta, c.alpha, c.bias, p)) {
       bf16.push_back(p);
+    } else if (fp32_gemm_problem(c.out, c.a, c.b, c.beta, c.alpha, c.bias, f)) {
+      fp32.push_back(f);
     } else {
       aten_gemm(c);
     }
   }
   skinny_gemm_group(skinny_dtype, skinny);
   if (!bf16.empty()) {
-    // For profiles (bench/profile_cross_modal.py): the group's FLOPs as its input.
-    int64_t flops = 0;
-    for (const auto& p : bf16) flops += 2 * p.m * p.n * p.k;
-    RECORD_FUNCTION("maven_fast::bf16_gemm", std::vector<c10::IValue>{c10::IValue(flops)});
+    RECORD_FUNCTION("maven_fast::bf16_gemm", std::vector<c10::IValue>{c10::IValue(group_flops(bf16))});
     bf16_gemm_group(bf16);
+  }
+  if (!fp32.empty()) {
+    RECORD_FUNCTION("maven_fast::fp32_gemm", std::vector<c10::IValue>{c10::IValue(group_flops(fp32))});
+    fp32_gemm_group(fp32);
   }
 }
 
@@ -46,7 +63,7 @@ void cpu_gemm(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, d
 
 namespace {
 
-// kernel: "any" (the dispatch), "skinny" or "bf16" (that kernel, else an error), "aten".
+// kernel: "any" (the dispatch), "skinny", "bf16" or "fp32" (that kernel, else an error), "aten".
 void cpu_gemm_op(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta, double alpha,
                  const std::optional<at::Tensor>& bias, c10::string_view kernel) {
   const at::Tensor bias_t = bias.has_value() ? *bias : at::Tensor();
@@ -54,10 +71,11 @@ void cpu_gemm_op(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b
   TORCH_CHECK(!bias_t.defined() || beta == 0.0,
               "maven_fast::_cpu_gemm_: with a bias, beta must be 0 (the bias takes the place of out)");
   const std::string k(kernel);
-  TORCH_CHECK(k == "any" || k == "skinny" || k == "bf16" || k == "aten",
-              "maven_fast::_cpu_gemm_: kernel must be 'any', 'skinny', 'bf16' or 'aten', got '", k, "'");
+  TORCH_CHECK(k == "any" || k == "skinny" || k == "bf16" || k == "fp32" || k == "aten",
+              "maven_fast::_cpu_gemm_: kernel must be 'any', 'skinny', 'bf16', 'fp32' or 'aten', got '", k, "'");
   SkinnyGemm s;
   Bf16Gemm p;
+  Fp32Gemm f;
   const bool is_skinny = skinny_problem(out, a, b, beta, alpha, bias_t, s);
   TORCH_CHECK(k != "skinny" || is_skinny, "maven_fast::_cpu_gemm_: the skinny kernels do not take out ", out.sizes(),
               ", a ", a.sizes(), " (strides ", a.strides(), "), b ", b.sizes(), " (strides ", b.strides(), "), beta ",
@@ -71,6 +89,15 @@ void cpu_gemm_op(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b
                 out.strides(), "), a ", a.sizes(), " (strides ", a.strides(), "), b ", b.sizes(), " (strides ",
                 b.strides(), "), dtype ", out.scalar_type());
     bf16_gemm_group({p});
+  } else if (k == "fp32") {
+    TORCH_CHECK(fp32_gemm_available(),
+                "maven_fast::_cpu_gemm_: the fp32 kernels run on AVX2 CPUs (capability AVX2; this one: ",
+                cpu_capability_name(cpu_capability()), ", or MAVEN_FAST_CPU_FP32_GEMM=0)");
+    TORCH_CHECK(fp32_gemm_problem(out, a, b, beta, alpha, bias_t, f),
+                "maven_fast::_cpu_gemm_: the fp32 kernels do not take out ", out.sizes(), " (strides ",
+                out.strides(), "), a ", a.sizes(), " (strides ", a.strides(), "), b ", b.sizes(), " (strides ",
+                b.strides(), "), dtype ", out.scalar_type());
+    fp32_gemm_group({f});
   } else if (k == "aten") {
     aten_gemm(GemmCall{out, a, b, bias_t, beta, alpha});
   } else {

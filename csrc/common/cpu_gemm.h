@@ -3,7 +3,8 @@
 // slice of a wider matrix). Each call goes to the first of
 //   1. the skinny kernels (skinny_gemm.h): one small dimension;
 //   2. the bf16 kernels (bf16_gemm.h): bf16 on an AVX512-BF16 CPU without AMX;
-//   3. ATen (oneDNN / MKL).
+//   3. the fp32 kernels (fp32_gemm.h): fp32 on an AVX2 CPU;
+//   4. ATen (oneDNN / MKL).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -16,7 +17,7 @@ namespace maven_fast {
 
 // Independent calls (none reads another's output, no two write the same
 // elements): the skinny ones in one parallel region, the bf16 ones in another,
-// the rest one ATen call each.
+// the fp32 ones in a third, the rest one ATen call each.
 void cpu_gemm_group(const std::vector<GemmCall>& calls);
 
 void cpu_gemm(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta, double alpha,
