@@ -187,3 +187,23 @@ def test_gemm_kernel_opcheck(kernel):
     a, b = torch.randn(70, 9, dtype=dtype), torch.randn(9, 7, dtype=dtype)
     torch.library.opcheck(torch.ops.maven_fast._cpu_gemm_.default,
                           (torch.randn(70, 7, dtype=dtype), a, b, 0.0, 0.5, torch.randn(7, dtype=dtype), kernel))
+
+
+@pytest.mark.skipif(not _available("fp32"), reason=f"needs {WHERE['fp32']}")
+def test_packed_operands_take_one_shared_block_not_the_pool():
+    """The fp32 kernels pack every operand of a group (MBs at the block's shapes) into one scratch
+    block kept across calls (csrc/common/cpu_pool.h cpu_pool_scratch): groups of other sizes
+    neither allocate from the pool nor leave blocks in its cache, which made the block's peak RSS
+    the sum of every group's packed operands."""
+    from maven_fast.ops.cpu_gemm import pool_info
+
+    torch.manual_seed(0)
+    sizes = [(300, 700, 200), (100, 1500, 90), (500, 400, 300)]  # packed B alone 0.3-1.1 MB
+    calls = [(torch.empty(m, n), torch.randn(m, k), torch.randn(k, n)) for m, k, n in sizes]
+    before = pool_info()
+    for out, a, b in calls:
+        torch.ops.maven_fast._cpu_gemm_(out, a, b, 0.0, 1.0, None, "fp32")
+        torch.testing.assert_close(out, a @ b, rtol=1e-4, atol=1e-4)
+    after = pool_info()
+    assert (after["misses"], after["hits"], after["cached_bytes"]) == \
+        (before["misses"], before["hits"], before["cached_bytes"]), (before, after)

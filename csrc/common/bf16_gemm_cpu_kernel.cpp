@@ -156,7 +156,7 @@ MF_BF16_TARGET void bf16_gemm_cpu_kernel(const std::vector<Bf16Gemm>& problems) 
   at::Tensor a_buffer;
   std::vector<std::pair<int64_t, int64_t>> a_tasks;  // (problem, task of pack_a)
   if (a_words > 0) {
-    a_buffer = cpu_pool_empty({a_words}, at::TensorOptions().dtype(at::kInt));
+    a_buffer = cpu_pool_scratch(a_words, at::TensorOptions().dtype(at::kInt));
   }
   uint32_t* next = a_words > 0 ? reinterpret_cast<uint32_t*>(a_buffer.data_ptr<int32_t>()) : nullptr;
   for (size_t i = 0; i < problems.size(); ++i) {

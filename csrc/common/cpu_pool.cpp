@@ -3,9 +3,12 @@
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -129,6 +132,40 @@ class Pool final : public c10::Allocator {
 
 }  // namespace
 
+namespace {
+
+struct Scratch {
+  std::atomic<bool> busy{false};  // a tensor holds the block (no thread affinity, unlike a mutex)
+  void* block = nullptr;
+  size_t bytes = 0;
+
+  static Scratch& get() {
+    static Scratch* s = new Scratch();  // never destroyed, as the pool
+    return *s;
+  }
+  bool acquire() { return !busy.exchange(true, std::memory_order_acquire); }
+  void release() { busy.store(false, std::memory_order_release); }
+  void free_block() {
+    if (block) c10::free_cpu(block);
+    block = nullptr;
+    bytes = 0;
+  }
+};
+
+}  // namespace
+
+at::Tensor cpu_pool_scratch(int64_t numel, const at::TensorOptions& opts) {
+  const size_t need = static_cast<size_t>(std::max<int64_t>(numel, 1)) * opts.dtype().itemsize();
+  Scratch& s = Scratch::get();
+  if (!s.acquire()) return cpu_pool_empty({numel}, opts);
+  if (s.bytes < need) {
+    s.free_block();
+    s.block = c10::alloc_cpu(need);
+    s.bytes = need;
+  }
+  return at::from_blob(s.block, {numel}, [](void*) { Scratch::get().release(); }, opts.device(at::kCPU));
+}
+
 at::Tensor cpu_pool_empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   const auto dtype = c10::typeMetaToScalarType(opts.dtype());
   int64_t numel = 1;
@@ -146,6 +183,11 @@ at::Tensor cpu_pool_empty(at::IntArrayRef sizes, const at::TensorOptions& opts) 
 CpuPoolInfo cpu_pool_info() { return Pool::get().info(); }
 
 void cpu_pool_release() {
+  Scratch& s = Scratch::get();
+  if (s.acquire()) {
+    s.free_block();
+    s.release();
+  }
   Pool& p = Pool::get();
   const size_t limit = static_cast<size_t>(p.info().limit_bytes);
   p.set_limit(0);

@@ -28,6 +28,15 @@ namespace maven_fast {
 // from the pool, everything else from at::empty.
 at::Tensor cpu_pool_empty(at::IntArrayRef sizes, const at::TensorOptions& opts);
 
+// A 1-D scratch buffer of `numel` elements for a kernel's packed operands,
+// alive while the tensor is: one block shared by all calls, grown to the
+// largest request and kept (its pages stay faulted in), so the packed
+// operands of many GEMM groups take the largest group's memory. From the pool
+// they took a cached block per size, up to the pool's limit (+300 MiB peak
+// RSS on the (256, 400, 64) block). A request while another call holds the
+// block (another thread) gets a buffer of its own from the pool.
+at::Tensor cpu_pool_scratch(int64_t numel, const at::TensorOptions& opts);
+
 struct CpuPoolInfo {
   int64_t cached_bytes = 0;  // free blocks held for reuse
   int64_t in_use_bytes = 0;  // blocks owned by live tensors

@@ -148,9 +148,21 @@ void run_unit(const Fp32Gemm& p, const Operands& ops, const Unit& u) {
 void fp32_gemm_cpu_kernel(const std::vector<Fp32Gemm>& problems) {
   // 1. The packed operands: every B, and A where it is A^T.
   std::vector<Operands> ops(problems.size());
+  // Problems with the same B (the weight gradients of one modality's slots all
+  // multiply its input) share its packed panels.
+  std::vector<int64_t> same_b(problems.size(), -1);
   int64_t floats = 0;
-  for (const auto& p : problems) floats += packed_a_floats(p) + ceil_div(p.n, kPanel) * kPanel * p.k;
-  at::Tensor buffer = cpu_pool_empty({floats}, at::TensorOptions().dtype(at::kFloat));
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const Fp32Gemm& p = problems[i];
+    for (size_t j = 0; j < i && same_b[i] < 0; ++j) {
+      const Fp32Gemm& o = problems[j];
+      if (same_b[j] < 0 && o.b == p.b && o.ldb == p.ldb && o.b_transposed == p.b_transposed && o.k == p.k &&
+          o.n == p.n)
+        same_b[i] = static_cast<int64_t>(j);
+    }
+    floats += packed_a_floats(p) + (same_b[i] < 0 ? ceil_div(p.n, kPanel) * kPanel * p.k : 0);
+  }
+  at::Tensor buffer = cpu_pool_scratch(floats, at::TensorOptions().dtype(at::kFloat));
   float* next = buffer.data_ptr<float>();
   struct Task {
     size_t problem;
@@ -160,9 +172,13 @@ void fp32_gemm_cpu_kernel(const std::vector<Fp32Gemm>& problems) {
   std::vector<Task> tasks;
   for (size_t i = 0; i < problems.size(); ++i) {
     const Fp32Gemm& p = problems[i];
-    ops[i].b = next;
-    next += ceil_div(p.n, kPanel) * kPanel * p.k;
-    for (int64_t q = 0; q * kPanel < p.n; ++q) tasks.push_back({i, false, q});
+    if (same_b[i] >= 0) {
+      ops[i].b = ops[same_b[i]].b;
+    } else {
+      ops[i].b = next;
+      next += ceil_div(p.n, kPanel) * kPanel * p.k;
+      for (int64_t q = 0; q * kPanel < p.n; ++q) tasks.push_back({i, false, q});
+    }
     if (!p.a_transposed) {
       ops[i].a = {p.a, micro::kMR * p.lda, p.lda, 1};
       continue;
