@@ -45,8 +45,9 @@ def load(verbose: bool = False):
         if not dst.exists() or dst.read_text() != text:  # keep mtimes for ninja when unchanged
             dst.write_text(text)
         srcs.append(str(dst))
+    # The real ops' host code, and what it calls on every device (common/gemm_call.cpp: aten_gemm).
     srcs += [str(ROOT / "csrc" / "cross_modal" / "cross_modal.cpp"), str(ROOT / "csrc" / "polar_head" / "polar_head.cpp"),
-             str(HERE / "emu_ext.cpp")]
+             str(ROOT / "csrc" / "common" / "gemm_call.cpp"), str(HERE / "emu_ext.cpp")]
     return cpp_load(
         "maven_fast_cuda_emulation", srcs,
         extra_include_paths=[str(HERE / "include"), str(ROOT / "csrc")],
