@@ -6,8 +6,8 @@
 //      wide (16 columns on AVX2, 64 on AVX512), B_q[p * NC + j] = B[p, q NC + j],
 //      and A^T tile by tile, the 6 rows of a register tile side by side for
 //      each p, so that its broadcasts run through memory in order (read in
-//      place, each p of A^T is another line: about 20% slower at k = 1024 on
-//      the AVX2 EPYC). A's rows are read in place.
+//      place, each p of A^T is another line: 121-126 against 167-172 GFLOP/s
+//      at k = 1024 on the AVX2 EPYC). A's rows are read in place.
 //   2. One parallel region (gemm_schedule.h) over units of 96 rows x 256
 //      columns, block by block: per chunk of 512 k, the unit's register tiles
 //      (micro_gemm.h) run down its rows for each panel, so the chunk of A (192
@@ -49,7 +49,8 @@ struct OperandA {
 };
 
 // Floats per packed tile of A^T: 6 per p, and 16 more so that consecutive
-// tiles do not start on the same L1 sets (as the bf16 kernels' packed A^T).
+// tiles do not start on the same L1 sets (measured for the bf16 kernels'
+// packed A^T; here kept, not measured apart).
 int64_t packed_tile(int64_t k) { return micro::kMR * k + 16; }
 
 int64_t packed_a_floats(const Fp32Gemm& p) {
@@ -57,8 +58,8 @@ int64_t packed_a_floats(const Fp32Gemm& p) {
 }
 
 // Packing task r of A^T: the 96 rows of block r % blocks (16 tiles) for p in
-// a range of 256 (both sides touch few pages; tasks of 16 p over all tiles, each
-// writing 384 bytes to every tile, ran at ~8 GB/s).
+// a range of 256, so a task touches few pages on both sides (tasks of 16 p over
+// all tiles measured the same here).
 void pack_a_transposed(const Fp32Gemm& p, float* buf, int64_t r) {
   const int64_t blocks = ceil_div(p.m, kBlockRows), tile = packed_tile(p.k);
   const int64_t i_begin = r % blocks * kBlockRows, i_end = std::min(p.m, i_begin + kBlockRows);
@@ -143,11 +144,10 @@ void run_unit(const Fp32Gemm& p, const Operands& ops, const Unit& u) {
   }
 }
 
-}  // namespace
-
-void fp32_gemm_cpu_kernel(const std::vector<Fp32Gemm>& problems) {
-  // 1. The packed operands: every B, and A where it is A^T.
-  std::vector<Operands> ops(problems.size());
+// Packs every B, and A where it is A^T, into one scratch buffer (returned: it
+// holds the packed operands that `ops` points to), in one parallel region.
+at::Tensor pack_operands(const std::vector<Fp32Gemm>& problems, std::vector<Operands>& ops) {
+  ops.assign(problems.size(), Operands{});
   // Problems with the same B (the weight gradients of one modality's slots all
   // multiply its input) share its packed panels.
   std::vector<int64_t> same_b(problems.size(), -1);
@@ -199,8 +199,14 @@ void fp32_gemm_cpu_kernel(const std::vector<Fp32Gemm>& problems) {
       }
     }
   });
+  return buffer;
+}
 
-  // 2. The products, block by block.
+}  // namespace
+
+void fp32_gemm_cpu_kernel(const std::vector<Fp32Gemm>& problems) {
+  std::vector<Operands> ops;
+  const at::Tensor packed = pack_operands(problems, ops);
   const auto schedule = gemm_schedule::make_schedule(problems, kUnitCols, kBlockRows, gemm_schedule::Order::kBlockMajor);
   gemm_schedule::run_schedule(
       schedule, [](const Unit&) {}, [&](const Unit& u) { run_unit(problems[u.problem], ops[u.problem], u); });
