@@ -195,7 +195,7 @@ def test_packed_operands_take_one_shared_block_not_the_pool():
     block kept across calls (csrc/common/cpu_pool.h cpu_pool_scratch): groups of other sizes
     neither allocate from the pool nor leave blocks in its cache, which made the block's peak RSS
     the sum of every group's packed operands."""
-    from maven_fast.ops.cpu_gemm import pool_info
+    from maven_fast.ops.cpu_gemm import pool_info, release_pool
 
     torch.manual_seed(0)
     sizes = [(300, 700, 200), (100, 1500, 90), (500, 400, 300)]  # packed B alone 0.3-1.1 MB
@@ -207,3 +207,7 @@ def test_packed_operands_take_one_shared_block_not_the_pool():
     after = pool_info()
     assert (after["misses"], after["hits"], after["cached_bytes"]) == \
         (before["misses"], before["hits"], before["cached_bytes"]), (before, after)
+    release_pool()  # frees the scratch block too: the next call grows a new one
+    out, a, b = calls[1]
+    torch.ops.maven_fast._cpu_gemm_(out, a, b, 0.0, 1.0, None, "fp32")
+    torch.testing.assert_close(out, a @ b, rtol=1e-4, atol=1e-4)

@@ -5,8 +5,9 @@ sets ``out = beta * out + alpha * a @ b (+ bias)`` in place through the GEMM dis
 CPU ops (``csrc/common/cpu_gemm.h``), so the tests can check its kernels on their own:
 ``kernel`` "any" (the dispatch: the skinny kernels for few-row products,
 ``csrc/common/skinny_gemm.h``; the bf16 kernels on an AVX512-BF16 CPU without AMX,
-``csrc/common/bf16_gemm.h``; else ATen), "skinny" or "bf16" (that kernel, an error when
-it does not take the call), "aten". :func:`pool_info`,
+``csrc/common/bf16_gemm.h``; the fp32 kernels on an AVX2 CPU, ``csrc/common/fp32_gemm.h``;
+else ATen), "skinny", "bf16" or "fp32" (that kernel, an error when it does not take the
+call), "aten". :func:`pool_info`,
 :func:`release_pool` and :func:`set_pool_limit` show and control the caching
 allocator of the CPU ops' buffers (``csrc/common/cpu_pool.h``; default limit
 512 MiB, environment variable ``MAVEN_FAST_CPU_POOL_MB``).
@@ -24,7 +25,8 @@ def pool_info() -> dict:
 
 
 def release_pool() -> None:
-    """Returns every cached (free) block of the CPU ops' buffer pool to the system."""
+    """Returns every cached (free) block of the CPU ops' buffer pool to the system, and the GEMM
+    kernels' scratch block (their packed operands, kept between calls) when no call holds it."""
     require_extension().cpu_pool_release()
 
 
