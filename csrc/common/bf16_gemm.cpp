@@ -1,11 +1,6 @@
 // Host side of the bf16 GEMMs (bf16_gemm.h): where they run and which calls they take.
 #include "common/bf16_gemm.h"
 
-#include <ATen/ATen.h>
-
-#include <cstdlib>
-#include <string>
-
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #endif
@@ -27,9 +22,8 @@ bool cpu_has_amx_bf16() {
 
 bool bf16_gemm_available() {
   static const bool available = [] {
-    const char* env = std::getenv("MAVEN_FAST_CPU_BF16_GEMM");
-    if (env && std::string(env) == "0") return false;
-    return cpu_capability() == CpuCapability::AVX512_BF16 && !cpu_has_amx_bf16();
+    return gemm_kernels_enabled("MAVEN_FAST_CPU_BF16_GEMM") && cpu_capability() == CpuCapability::AVX512_BF16 &&
+           !cpu_has_amx_bf16();
   }();
   return available;
 }

@@ -37,7 +37,7 @@ constexpr int64_t kBlockRows = 16 * mb::kMR;
 // Packed A^T: a tile's 6 words of one e in 8 (one 32-byte store each).
 constexpr int64_t kTileStep = 8;
 
-int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
+using gemm_schedule::ceil_div;
 
 // One problem's operands as pair words.
 struct Packed {

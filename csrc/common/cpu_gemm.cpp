@@ -63,6 +63,12 @@ void cpu_gemm(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, d
 
 namespace {
 
+// "out [sizes] (strides ...), a ..., b ..., dtype ..." for an error message.
+std::string operands_text(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  return c10::str("out ", out.sizes(), " (strides ", out.strides(), "), a ", a.sizes(), " (strides ", a.strides(),
+                  "), b ", b.sizes(), " (strides ", b.strides(), "), dtype ", out.scalar_type());
+}
+
 // kernel: "any" (the dispatch), "skinny", "bf16" or "fp32" (that kernel, else an error), "aten".
 void cpu_gemm_op(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta, double alpha,
                  const std::optional<at::Tensor>& bias, c10::string_view kernel) {
@@ -76,27 +82,23 @@ void cpu_gemm_op(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b
   SkinnyGemm s;
   Bf16Gemm p;
   Fp32Gemm f;
-  const bool is_skinny = skinny_problem(out, a, b, beta, alpha, bias_t, s);
-  TORCH_CHECK(k != "skinny" || is_skinny, "maven_fast::_cpu_gemm_: the skinny kernels do not take out ", out.sizes(),
-              ", a ", a.sizes(), " (strides ", a.strides(), "), b ", b.sizes(), " (strides ", b.strides(), "), beta ",
-              beta, ", dtype ", out.scalar_type());
-  if (k == "bf16") {
+  if (k == "skinny") {
+    TORCH_CHECK(skinny_problem(out, a, b, beta, alpha, bias_t, s), "maven_fast::_cpu_gemm_: the skinny kernels do not take ",
+                operands_text(out, a, b), ", beta ", beta);
+    skinny_gemm_group(out.scalar_type(), {s});
+  } else if (k == "bf16") {
     TORCH_CHECK(bf16_gemm_available(),
                 "maven_fast::_cpu_gemm_: the bf16 kernels need an AVX512-BF16 CPU without AMX (and "
                 "MAVEN_FAST_CPU_CAPABILITY unset or AVX512_BF16)");
     TORCH_CHECK(bf16_gemm_problem(out, a, b, beta, alpha, bias_t, p),
-                "maven_fast::_cpu_gemm_: the bf16 kernels do not take out ", out.sizes(), " (strides ",
-                out.strides(), "), a ", a.sizes(), " (strides ", a.strides(), "), b ", b.sizes(), " (strides ",
-                b.strides(), "), dtype ", out.scalar_type());
+                "maven_fast::_cpu_gemm_: the bf16 kernels do not take ", operands_text(out, a, b));
     bf16_gemm_group({p});
   } else if (k == "fp32") {
     TORCH_CHECK(fp32_gemm_available(),
                 "maven_fast::_cpu_gemm_: the fp32 kernels run on AVX2 CPUs (capability AVX2; this one: ",
                 cpu_capability_name(cpu_capability()), ", or MAVEN_FAST_CPU_FP32_GEMM=0)");
     TORCH_CHECK(fp32_gemm_problem(out, a, b, beta, alpha, bias_t, f),
-                "maven_fast::_cpu_gemm_: the fp32 kernels do not take out ", out.sizes(), " (strides ",
-                out.strides(), "), a ", a.sizes(), " (strides ", a.strides(), "), b ", b.sizes(), " (strides ",
-                b.strides(), "), dtype ", out.scalar_type());
+                "maven_fast::_cpu_gemm_: the fp32 kernels do not take ", operands_text(out, a, b));
     fp32_gemm_group({f});
   } else if (k == "aten") {
     aten_gemm(GemmCall{out, a, b, bias_t, beta, alpha});

@@ -1,16 +1,11 @@
 // Host side of the fp32 GEMMs (fp32_gemm.h): where they run and which calls they take.
 #include "common/fp32_gemm.h"
 
-#include <cstdlib>
-#include <string>
-
 namespace maven_fast {
 
 bool fp32_gemm_available() {
   static const bool available = [] {
-    const char* env = std::getenv("MAVEN_FAST_CPU_FP32_GEMM");
-    if (env && std::string(env) == "0") return false;
-    return cpu_capability() == CpuCapability::AVX2;
+    return gemm_kernels_enabled("MAVEN_FAST_CPU_FP32_GEMM") && cpu_capability() == CpuCapability::AVX2;
   }();
   return available;
 }

@@ -39,7 +39,7 @@ constexpr int64_t kBlockRows = 16 * micro::kMR;
 constexpr int64_t kPackRows = 256;  // p of A^T per packing task
 constexpr int64_t kChunk = 512;    // k per pass over a unit's rows
 
-int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
+using gemm_schedule::ceil_div;
 
 // A(i0 + i, p) = a[(i0 / 6) * tile + i * rs + p * ps] for a register tile's
 // first row i0 (a multiple of 6) and its rows i < 6.

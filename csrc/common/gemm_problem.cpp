@@ -2,6 +2,9 @@
 
 #include <c10/util/BFloat16.h>
 
+#include <cstdlib>
+#include <string>
+
 namespace maven_fast {
 namespace {
 
@@ -13,6 +16,11 @@ bool cpu_of(const at::Tensor& t) {
 }
 
 }  // namespace
+
+bool gemm_kernels_enabled(const char* name) {
+  const char* env = std::getenv(name);
+  return !(env && std::string(env) == "0");
+}
 
 template <typename T>
 bool gemm_problem(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta, double alpha,

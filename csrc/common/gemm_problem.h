@@ -31,6 +31,10 @@ struct GemmProblem {
 // The problem for out = beta * out + alpha * a @ b (+ bias), beta 0 or 1, when
 // every operand is a non-empty 2-D CPU tensor of T with a unit stride (out and
 // the bias along their rows), the bias only with beta 0; else false.
+// False when the environment variable `name` is "0" (a kernel family turned
+// off, e.g. MAVEN_FAST_CPU_FP32_GEMM=0: ATen runs its products), else true.
+bool gemm_kernels_enabled(const char* name);
+
 template <typename T>
 bool gemm_problem(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta, double alpha,
                   const at::Tensor& bias, GemmProblem<T>& p);

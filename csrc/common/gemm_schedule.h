@@ -27,10 +27,11 @@ struct Unit {
 };
 
 struct Schedule {
-  int64_t panel_cols = 0, block_rows = 0;
   std::vector<Unit> units;
   std::vector<int64_t> work_before{0};  // work of units [0, u)
 };
+
+inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 enum class Order { kPanelMajor, kBlockMajor };
 
@@ -40,11 +41,9 @@ template <typename Problem>
 Schedule make_schedule(const std::vector<Problem>& problems, int64_t panel_cols, int64_t block_rows,
                        Order order = Order::kPanelMajor) {
   Schedule s;
-  s.panel_cols = panel_cols;
-  s.block_rows = block_rows;
   for (size_t i = 0; i < problems.size(); ++i) {
     const Problem& p = problems[i];
-    const int64_t panels = (p.n + panel_cols - 1) / panel_cols, blocks = (p.m + block_rows - 1) / block_rows;
+    const int64_t panels = ceil_div(p.n, panel_cols), blocks = ceil_div(p.m, block_rows);
     for (int64_t outer = 0; outer < (order == Order::kPanelMajor ? panels : blocks); ++outer)
       for (int64_t inner = 0; inner < (order == Order::kPanelMajor ? blocks : panels); ++inner) {
         const int64_t c = order == Order::kPanelMajor ? outer : inner;
