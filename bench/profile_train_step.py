@@ -44,8 +44,10 @@ from maven_fast.config import MavenConfig
 GROUPS = (
     ("fused cross-modal block", ("maven_fast::cross_modal",)),
     ("fused polar head", ("maven_fast::polar",)),
+    # maven_fast's GEMM kernels (their profiler ranges, also inside the fused block) and its linear op
+    ("GEMM", ("maven_fast::fp32_gemm", "maven_fast::bf16_gemm", "maven_fast::linear", "addmm", "aten::mm",
+              "aten::bmm", "baddbmm", "mkldnn_matmul", "mkldnn_linear", "aten::dot")),
     ("other maven_fast ops", ("maven_fast::",)),
-    ("GEMM", ("addmm", "aten::mm", "aten::bmm", "baddbmm", "mkldnn_matmul", "mkldnn_linear", "aten::dot")),
     ("attention (SDPA)", ("scaled_dot_product", "_flash_attention")),
     ("softmax", ("softmax",)),
     ("dropout masks", ("bernoulli", "dropout")),

@@ -44,6 +44,13 @@ TORCH_LIBRARY(maven_fast, m) {
       "Tensor ln_bias, float ln_eps, int num_heads, int[] modes, float attn_dropout_p, "
       "float dropout_p, bool training, Tensor[] saved) -> Tensor[]");
 
+  // nn.Linear (maven_fast/ops/linear.py): y = x W^T + b, x [..., in_features],
+  // weight [out_features, in_features], bias [out_features]; CPU only (on GPUs
+  // the model's linear layers are torch's, cuBLAS). The backward returns
+  // (dx, dW, db) where output_mask asks for them, an empty [0] tensor elsewhere.
+  m.def("linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("linear_backward(Tensor grad_out, Tensor x, Tensor weight, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
   // Test entry of the CPU ops' GEMM dispatch (csrc/common/cpu_gemm.h): in place,
   // out = beta * out + alpha * a @ b (+ bias on every row), beta 0 or 1, by
   // `kernel`: "any" (the dispatch), "skinny" or "bf16" (that kernel, else an

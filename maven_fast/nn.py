@@ -6,10 +6,73 @@ from torch import Tensor, nn
 
 from maven_fast.backends import BACKEND_CHOICES
 from maven_fast.ops.cross_modal import PATHWAYS, CrossModalParams, cross_modal_block
+from maven_fast.ops.linear import linear
 from maven_fast.ops.polar_head import PolarHeadOutput, polar_head
 
 
-class PolarHead(nn.Linear):
+def autocast_linear_inputs(
+    who: str, x: Tensor, weight: Tensor, bias: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(x, weight, bias)`` in the dtype ``F.linear`` would compute in: what autocast does
+    for ``nn.Linear`` (every floating input but float64 in the autocast dtype, fp32
+    activations included), for ops autocast does not know. Outside autocast the dtypes
+    must already agree; a TypeError names both."""
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if autocast and x.dtype != torch.float64:
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    if autocast and weight.dtype != x.dtype:
+        weight = weight.to(x.dtype)
+        bias = None if bias is None else bias.to(x.dtype)
+    elif weight.dtype != x.dtype:
+        raise TypeError(
+            f"{who}: x has dtype {x.dtype} but the layer's parameters are {weight.dtype}; "
+            "cast one to the other or run under torch.autocast"
+        )
+    return x, weight, bias
+
+
+class _BackendAttribute:
+    """``module.backend``: one of :data:`~maven_fast.backends.BACKEND_CHOICES`, checked on assignment."""
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKEND_CHOICES:
+            raise ValueError(f"{type(self).__name__}: unknown backend {value!r}; choose one of {BACKEND_CHOICES}")
+        self._backend = value
+
+
+class Linear(_BackendAttribute, nn.Linear):
+    """``nn.Linear`` whose products run through :func:`maven_fast.ops.linear`.
+
+    It *is* an ``nn.Linear`` (same parameters, ``state_dict`` and initialisation),
+    so it replaces one anywhere. ``backend="eager"`` is ``nn.Linear`` itself; ``auto``
+    and ``cpu`` run CPU tensors on maven_fast's GEMM dispatch (its own GEMM kernels
+    where they beat the library on this CPU), and CUDA tensors on torch's (cuBLAS).
+    Under ``torch.autocast`` the inputs are cast as autocast casts them for
+    ``nn.Linear``. Assign ``layer.backend`` at any time.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, backend: str = "auto",
+                 device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.backend = backend
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._backend == "eager" or x.device.type != "cpu":
+            # torch's F.linear, autocast included (a CPU-only backend refuses other devices here)
+            return linear(x, self.weight, self.bias, backend=self._backend)
+        x, weight, bias = autocast_linear_inputs("Linear", x, self.weight, self.bias)
+        return linear(x, weight, bias, backend=self._backend)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, backend={self._backend!r}"
+
+
+class PolarHead(_BackendAttribute, nn.Linear):
     """The MAVEN output layer: ``Linear(in_features, 2)`` read as polar (theta, intensity).
 
     It *is* an ``nn.Linear`` (parameters ``weight [2, in_features]`` and
@@ -37,36 +100,13 @@ class PolarHead(nn.Linear):
         self.bounded = bounded
         self.backend = backend
 
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        if value not in BACKEND_CHOICES:
-            raise ValueError(f"PolarHead: unknown backend {value!r}; choose one of {BACKEND_CHOICES}")
-        self._backend = value
-
     def forward(self, x: Tensor, target: Tensor | None = None, mask: Tensor | None = None) -> PolarHeadOutput:
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"PolarHead: x must have {self.in_features} features in its last dimension, got shape {tuple(x.shape)}"
             )
         lead = x.shape[:-1]
-        weight, bias = self.weight, self.bias
-        autocast = torch.is_autocast_enabled(x.device.type)
-        if autocast and x.dtype != torch.float64:
-            # What autocast does for nn.Linear: every floating input but float64 runs
-            # in the autocast dtype (fp32 activations included).
-            dt = torch.get_autocast_dtype(x.device.type)
-            x = x.to(dt)
-        if autocast and weight.dtype != x.dtype:
-            weight, bias = weight.to(x.dtype), bias.to(x.dtype)
-        elif weight.dtype != x.dtype:
-            raise TypeError(
-                f"PolarHead: x has dtype {x.dtype} but the head's parameters are {weight.dtype}; "
-                "cast one to the other or run under torch.autocast"
-            )
+        x, weight, bias = autocast_linear_inputs("PolarHead", x, self.weight, self.bias)
         flat_target = None if target is None else target.reshape(-1, 2)
         flat_mask = None if mask is None else mask.reshape(-1)
         out = polar_head(
@@ -84,7 +124,7 @@ class PolarHead(nn.Linear):
         return f"{super().extra_repr()}, bounded={self.bounded}, backend={self._backend!r}"
 
 
-class CrossModalBlock(nn.Module):
+class CrossModalBlock(_BackendAttribute, nn.Module):
     """MAVEN's six-pathway cross-modal block on projected sequences (SPEC 3.1).
 
     Holds ``attn_{v2a,v2t,a2v,a2t,t2v,t2a}`` (``nn.MultiheadAttention(embed_dim,
@@ -114,16 +154,6 @@ class CrossModalBlock(nn.Module):
         self.layer_norm = nn.LayerNorm(embed_dim, **kw)
         self.dropout = nn.Dropout(dropout)
         self.backend = backend
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        if value not in BACKEND_CHOICES:
-            raise ValueError(f"CrossModalBlock: unknown backend {value!r}; choose one of {BACKEND_CHOICES}")
-        self._backend = value
 
     def params(self) -> CrossModalParams:
         return CrossModalParams.from_modules({p: getattr(self, f"attn_{p}") for p in PATHWAYS}, self.layer_norm)

@@ -267,7 +267,7 @@ def test_targets_large_paper_case_met():
 def no_timing(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("timed before every variant was checked")
-    for module in ("polar_head_suite", "train_step_suite", "cross_modal_suite"):
+    for module in ("polar_head_suite", "train_step_suite", "cross_modal_suite", "linear_suite"):
         monkeypatch.setattr(f"maven_fast.benchmark.{module}.time_interleaved", refuse)
 
 
@@ -278,6 +278,27 @@ def test_wrong_polar_head_variant_fails_before_timing(no_timing):
     with pytest.raises(VariantMismatch, match="wrong but fast: valence_arousal"):
         polar_head_suite.run_polar_head("cpu", sizes=(64,), rounds=1, include_compile=False,
                                         extra_variants={"wrong but fast": ("fused", wrong)})
+
+
+def test_wrong_linear_variant_fails_before_timing(no_timing):
+    from maven_fast.benchmark import linear_suite
+
+    def wrong(x, w, b):  # 0.1% off: ten times the check's tolerance
+        return torch.nn.functional.linear(x, w, b) * 1.001
+    with pytest.raises(VariantMismatch, match="wrong but fast: y"):
+        linear_suite.run_linear("cpu", shapes=(("tiny", 16, 8),), rounds=1,
+                                extra_variants={"wrong but fast": ("fused", wrong)})
+
+
+def test_linear_suite_times_the_same_work_in_every_variant():
+    from maven_fast.benchmark import linear_suite
+
+    result = linear_suite.run_linear("cpu", {torch.float32: 100.0}, shapes=(("tiny", 16, 8),), rounds=1)
+    (table,) = result.section.tables
+    variants = {row[2] for row in table.rows}
+    assert variants == {"eager", "maven_fast cpu"}
+    assert {m.pass_name for m in result.measurements} == {"forward", "forward+backward"}
+    assert "% of GEMM rate" in table.header
 
 
 def test_wrong_train_step_variant_fails_before_timing(no_timing):
@@ -514,7 +535,7 @@ def test_bench_pipeline_seconds_is_checked(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("script", ["polar_head.py", "cross_modal.py", "train_step.py"])
+@pytest.mark.parametrize("script", ["polar_head.py", "cross_modal.py", "train_step.py", "linear.py"])
 def test_bench_scripts_help(script):
     from pathlib import Path
 
@@ -590,6 +611,8 @@ def test_train_step_profile_groups_ops_and_accounts_for_the_step():
     # names that contain another group's key must land in their own group
     assert prof.group_of("aten::addmm") == "GEMM" and prof.group_of("aten::add") == "element-wise and reductions"
     assert prof.group_of("maven_fast::cross_modal_block_backward") == "fused cross-modal block"
+    assert {prof.group_of(op) for op in ("maven_fast::linear", "maven_fast::linear_backward",
+                                         "maven_fast::fp32_gemm", "maven_fast::bf16_gemm")} == {"GEMM"}
     assert prof.group_of("aten::native_layer_norm_backward") == "LayerNorm"
     assert prof.group_of("aten::bernoulli_") == "dropout masks"
     assert prof.group_of("aten::_foreach_norm") == "clip_grad_norm" and prof.group_of("aten::_foreach_mul_") == "Adam"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -221,8 +222,12 @@ def test_autocast_auto_follows_native_bf16(monkeypatch):
     cfg.run.autocast = "none"
     assert _autocast_dtype(cfg, cpu) is None
     cfg.run.autocast = "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _autocast_dtype(cfg, cpu) == torch.bfloat16  # native: no warning
     monkeypatch.setattr(backends, "cpu_native_bf16", lambda: False)
-    assert _autocast_dtype(cfg, cpu) == torch.bfloat16  # asked for explicitly
+    with pytest.warns(RuntimeWarning, match="run.autocast=bf16 on a CPU without AVX512-BF16 or AMX"):
+        assert _autocast_dtype(cfg, cpu) == torch.bfloat16  # asked for explicitly: done, with a warning
 
 
 def test_cpu_native_bf16_reads_the_cpu(monkeypatch):

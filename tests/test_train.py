@@ -107,7 +107,10 @@ def train_losses(run_dir: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["loss"]) for r in rows if r["kind"] == "train"}
 
 
-def test_compiled_training_matches_uncompiled(cache, tmp_path, monkeypatch, build_inductor_cache):
+# config.patch, not monkeypatch: monkeypatch's undo deleted the option from inductor's config, and a later
+# torch.compile in the same process (tests/test_cross_modal.py after this file) failed on its absence.
+@torch._inductor.config.patch(fallback_random=True)
+def test_compiled_training_matches_uncompiled(cache, tmp_path, build_inductor_cache):
     """run.compile=true: the whole paper model on the fused backend, in training mode with
     every dropout on (cross-modal attention and output, drop path, regressor), compiled
     forward and backward, follows the uncompiled run step by step. Inductor's
@@ -115,7 +118,6 @@ def test_compiled_training_matches_uncompiled(cache, tmp_path, monkeypatch, buil
     runs see the same masks; the fused op draws its own."""
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     args = ["run.backend=cpu", "run.max_steps=3", "run.epochs=1", "run.log_every=1",
             "model.beit.num_hidden_layers=1"]  # one BEiT layer: a third fewer kernels to compile
     train(config(cache, tmp_path / "plain", *args))

@@ -20,7 +20,7 @@ import torch
 from maven_fast.benchmark.checks import check_close
 from maven_fast.benchmark.flops import polar_head_bytes
 from maven_fast.benchmark.report import Section, Table
-from maven_fast.benchmark.results import Measurement, Skipped, SuiteResult, fused_backends, skipped_lines
+from maven_fast.benchmark.results import Skipped, SuiteResult, add_timed_rows, fused_backends, skipped_lines
 from maven_fast.benchmark.timing import time_interleaved
 from maven_fast.ops import polar_head, polar_head_reference
 
@@ -125,15 +125,9 @@ def run_polar_head(
                 else:
                     fns[name] = lambda fn=fn: _grads(fn(x, w, b, target, mask), (x, w, b))
             timings = time_interleaved(fns, device, rounds=rounds)
-            base = timings["eager"].median
             nbytes = polar_head_bytes(n, FEATURES, x.element_size(), backward=mode != "forward")
-            for name, t in timings.items():
-                gbs = nbytes / (t.median * 1e-3) / 1e9
-                row = [n, mode, name, t.median, t.p20, t.p80, base / t.median, gbs]
-                if copy_gbs:
-                    row.append(100 * gbs / copy_gbs)
-                table.rows.append(row + [first[name]])
-                measurements.append(Measurement(NAME, f"N={n}", mode, name, variants[name][0], t, base / t.median))
+            add_timed_rows(table, measurements, NAME, f"N={n}", [n], mode, timings,
+                           {name: kind for name, (kind, _) in variants.items()}, nbytes, copy_gbs, first)
     table.notes = [
         "Same inputs for every variant; outputs, loss and gradients of each variant are checked against an "
         "fp64 evaluation of the eager reference before timing.",

@@ -50,6 +50,23 @@ class Measurement:
         return None if work is None else work / (self.timing.median * 1e-3) / 1e9
 
 
+def add_timed_rows(table, measurements: list[Measurement], suite: str, case: str, cells: list, pass_name: str,
+                   timings: dict[str, Timing], kinds: dict[str, str], work: float, ceiling: float | None,
+                   first: dict[str, float], flops: float | None = None) -> None:
+    """One table row and one Measurement per timed variant: ``cells + [pass, variant, median,
+    p20, p80, speed-up vs eager, work / s in units of 1e9 (GFLOP/s, GB/s), % of ``ceiling``
+    (when given), first call s]``. ``work``: FLOPs or bytes of one call, the same for every
+    variant."""
+    base = timings["eager"].median
+    for name, t in timings.items():
+        rate = work / (t.median * 1e-3) / 1e9
+        row = [*cells, pass_name, name, t.median, t.p20, t.p80, base / t.median, rate]
+        if ceiling:
+            row.append(100 * rate / ceiling)
+        table.rows.append(row + [first[name]])
+        measurements.append(Measurement(suite, case, pass_name, name, kinds[name], t, base / t.median, flops))
+
+
 @dataclass
 class Skipped:
     variant: str

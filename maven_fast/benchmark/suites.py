@@ -65,6 +65,17 @@ def _polar_head(o: BenchOptions, rates: Rates) -> SuiteResult:
                                            copy_gbs=rates["copy"][0])
 
 
+def _linear(o: BenchOptions, rates: Rates) -> SuiteResult:
+    from maven_fast.benchmark import linear_suite
+
+    # bf16 only where the CPU multiplies it natively (emulated bf16 GEMMs run at ~1 GFLOP/s on an AVX2 EPYC).
+    dtype_rates = {torch.float32: rates["gemm_fp32"][0]}
+    if o.device != "cpu" or rates["gemm_bf16"][0] is not None:
+        dtype_rates[torch.bfloat16] = rates["gemm_bf16"][0]
+    shapes = linear_suite.QUICK_SHAPES if o.quick else linear_suite.SHAPES
+    return linear_suite.run_linear(o.device, dtype_rates, shapes, rounds=5 if o.quick else 10)
+
+
 def _cross_modal_unavailable() -> str | None:
     from maven_fast.benchmark import cross_modal_suite
 
@@ -130,6 +141,7 @@ def _pipeline(o: BenchOptions, rates: Rates) -> SuiteResult:
 
 SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("polar_head", "Polar head", _polar_head),
+    Suite("linear", "Linear layers", _linear),
     Suite("cross_modal", "Cross-modal block", _cross_modal, _cross_modal_unavailable),
     Suite("train_step", "Training step", _train_step),
     Suite("accuracy", "Accuracy next to speed", _accuracy, _accuracy_unavailable),

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maven_fast.config import BeitConfig
+from maven_fast.nn import Linear
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_new": lambda: nn.GELU(approximate="tanh")}
 
@@ -65,9 +66,9 @@ class _SelfAttentionProjections(nn.Module):
         super().__init__()
         self.num_heads = heads
         self.attention_dropout = attention_dropout
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(hidden, hidden, bias=False)  # BEiT has no key bias
-        self.value = nn.Linear(hidden, hidden)
+        self.query = Linear(hidden, hidden, backend="eager")
+        self.key = Linear(hidden, hidden, bias=False, backend="eager")  # BEiT has no key bias
+        self.value = Linear(hidden, hidden, backend="eager")
 
     def forward(self, x: Tensor, key_valid: Tensor | None) -> Tensor:
         b, t, c = x.shape
@@ -80,7 +81,7 @@ class _SelfAttentionProjections(nn.Module):
 class _DenseDropout(nn.Module):
     def __init__(self, n_in: int, n_out: int, dropout: float) -> None:
         super().__init__()
-        self.dense = nn.Linear(n_in, n_out)
+        self.dense = Linear(n_in, n_out, backend="eager")
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -104,7 +105,7 @@ class _Intermediate(nn.Module):
         super().__init__()
         if cfg.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"beit.hidden_act: expected one of {', '.join(_ACTIVATIONS)}, got {cfg.hidden_act!r}")
-        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.dense = Linear(cfg.hidden_size, cfg.intermediate_size, backend="eager")
         self.act = _ACTIVATIONS[cfg.hidden_act]()
 
     def forward(self, x: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from maven_fast.backends import BACKEND_CHOICES, BackendUnavailable, backend_problems
+from maven_fast.nn import Linear
 from maven_fast.ops.cross_modal import cross_modal_block
 
 PATHWAYS: tuple[str, ...] = ("v2a", "v2t", "a2v", "a2t", "t2v", "t2a")
@@ -79,9 +80,9 @@ class CrossModalAttention(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
-        self.video_proj = nn.Linear(video_dim, embed_dim)
-        self.audio_proj = nn.Linear(audio_dim, embed_dim)
-        self.text_proj = nn.Linear(text_dim, embed_dim)
+        self.video_proj = Linear(video_dim, embed_dim, backend=backend)
+        self.audio_proj = Linear(audio_dim, embed_dim, backend=backend)
+        self.text_proj = Linear(text_dim, embed_dim, backend=backend)
         for pathway in PATHWAYS:
             self.add_module(
                 f"attn_{pathway}", nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True)
@@ -97,6 +98,8 @@ class CrossModalAttention(nn.Module):
     @backend.setter
     def backend(self, value: str) -> None:
         check_cross_modal_backend(value)
+        for projection in (self.video_proj, self.audio_proj, self.text_proj):
+            projection.backend = value
         self._backend = value
 
     def pathway(self, name: str) -> nn.MultiheadAttention:

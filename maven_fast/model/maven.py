@@ -34,6 +34,7 @@ from maven_fast.model.inputs import (
 from maven_fast.model.outputs import MavenOutput
 from maven_fast.model.regressor import Regressor
 from maven_fast.model.timeline import resample_to_timeline
+from maven_fast.nn import Linear, PolarHead
 from maven_fast.ops.frame_concat_linear import frame_concat_linear
 
 
@@ -69,11 +70,11 @@ class MAVEN(nn.Module):
         if config.variant == "reference_mlp":
             head_in = fused
         elif config.variant == "reference_beit":
-            self.projection_layer = nn.Linear(fused, beit.hidden_size)
+            self.projection_layer = Linear(fused, beit.hidden_size)
             self.beit3_encoders = nn.ModuleList(BeitEncoderStack(beit) for _ in range(beit.num_branches))
             head_in = beit.hidden_size * beit.num_branches
         else:
-            self.projection_layer = nn.Linear(fused, beit.hidden_size)
+            self.projection_layer = Linear(fused, beit.hidden_size)
             self.temporal_position_embedding = nn.Parameter(
                 torch.empty(config.temporal.max_video_len, beit.hidden_size)
             )
@@ -83,7 +84,7 @@ class MAVEN(nn.Module):
             head_in = beit.hidden_size
         reg = config.regressor
         self.regressor = Regressor(head_in, reg.hidden_sizes, reg.dropouts, reg.output, reg.bounded, backend)
-        self._backend = backend
+        self.set_backend(backend)
         if config.variant != "reference_mlp" and beit.init_from:
             self.load_beit_weights(beit.init_from)
 
@@ -93,7 +94,9 @@ class MAVEN(nn.Module):
         return self._backend
 
     def set_backend(self, backend: str) -> "MAVEN":
-        """Switch the implementation of the cross-modal block and the polar head.
+        """Switch the implementation of the cross-modal block, the polar head and every
+        linear layer (:class:`maven_fast.nn.Linear`: on the CPU the BEiT layers',
+        projections' and regressor's products run on maven_fast's GEMM dispatch).
 
         ``eager`` is the pure-PyTorch reference; ``cpu``, ``cuda`` and ``triton``
         run the fused ops (:mod:`maven_fast.backends`); ``auto`` picks the fused
@@ -104,8 +107,9 @@ class MAVEN(nn.Module):
         """
         check_cross_modal_backend(backend)
         self.multihead_attention.backend = backend
-        if self.config.regressor.output == "polar":
-            self.regressor.head.backend = backend
+        for module in self.modules():
+            if isinstance(module, (Linear, PolarHead)):
+                module.backend = backend
         self._backend = backend
         return self
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from maven_fast.nn import PolarHead
+from maven_fast.nn import Linear, PolarHead
 
 
 class RegressorOutput(NamedTuple):
@@ -44,11 +44,11 @@ class Regressor(nn.Module):
     ) -> None:
         super().__init__()
         h1, h2 = hidden_sizes
-        last = PolarHead(h2, bounded=bounded, backend=backend) if output == "polar" else nn.Linear(h2, 2)
+        last = PolarHead(h2, bounded=bounded, backend=backend) if output == "polar" else Linear(h2, 2, backend=backend)
         self.output = output
         self.fc = nn.Sequential(
-            nn.Linear(in_features, h1), nn.ReLU(), nn.Dropout(dropouts[0]),
-            nn.Linear(h1, h2), nn.ReLU(), nn.Dropout(dropouts[1]),
+            Linear(in_features, h1, backend=backend), nn.ReLU(), nn.Dropout(dropouts[0]),
+            Linear(h1, h2, backend=backend), nn.ReLU(), nn.Dropout(dropouts[1]),
             last,
         )
 

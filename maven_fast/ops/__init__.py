@@ -10,6 +10,7 @@ from maven_fast.ops.cross_modal import (
 )
 from maven_fast.ops import cpu_gemm  # noqa: F401  (registers the fake of maven_fast::_cpu_gemm)
 from maven_fast.ops.frame_concat_linear import frame_concat_linear
+from maven_fast.ops.linear import linear, linear_reference
 from maven_fast.ops.polar_head import PolarHeadOutput, polar_head, polar_head_reference
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "cross_modal_block",
     "cross_modal_reference",
     "frame_concat_linear",
+    "linear",
+    "linear_reference",
     "plan_pathways",
     "polar_head",
     "polar_head_reference",
