@@ -61,6 +61,16 @@ class Linear(_BackendAttribute, nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.backend = backend
 
+    @classmethod
+    def sharing(cls, module: nn.Linear, backend: str = "auto") -> "Linear":
+        """A Linear holding ``module``'s own parameter objects (no copy): a drop-in
+        replacement for an ``nn.Linear`` inside a model built elsewhere (timm, transformers)."""
+        layer = cls(module.in_features, module.out_features, bias=module.bias is not None, backend=backend,
+                    device="meta")
+        layer.weight, layer.bias = module.weight, module.bias
+        layer.train(module.training)
+        return layer
+
     def forward(self, x: Tensor) -> Tensor:
         if self._backend == "eager" or x.device.type != "cpu":
             # torch's F.linear, autocast included (a CPU-only backend refuses other devices here)

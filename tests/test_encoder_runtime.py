@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
+from maven_fast._extension import extension
 from maven_fast.config import ConfigError, EncoderConfig, MavenConfig
 from maven_fast.encoders import AudioEncoder, TextEncoder, VideoEncoder, load_encoders, precision
 from maven_fast.encoders.precision import ComputeDtypeMismatch, resolve_compute_dtype
+from maven_fast.nn import Linear
 from maven_fast.predict.encoders import RandomEncoders, encoders_for
 from maven_fast.predict.predictor import predict_compute_dtype
 from maven_fast.train.api import check_cache_precision
@@ -111,6 +113,27 @@ def test_sdpa_and_channels_last_are_switched_on_and_keep_fp32_results():
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     for a, b in zip(plain, run_all(encoders, pixels, wave, texts)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(extension() is None, reason="maven_fast._C is not built")
+def test_linear_layers_run_on_maven_fast_and_keep_fp32_results():
+    encoders = load_encoders("tiny")
+    pixels, wave, texts = inputs(encoders)
+    models = [e.model for e in (encoders.video, encoders.audio, encoders.text)]
+    weights = {id(m.weight) for model in models for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    encoders.configure("float32", maven_linear=False)
+    assert not any(r["maven_linear"] for r in encoders.runtime().values())
+    plain = run_all(encoders, pixels, wave, texts)
+    encoders.configure("float32")
+    assert all(r["maven_linear"] for r in encoders.runtime().values()), encoders.runtime()
+    layers = [m for model in models for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert layers and all(isinstance(m, Linear) and m.backend == "auto" for m in layers)
+    assert {id(m.weight) for m in layers} == weights  # the same parameters, not copies
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fused = run_all(encoders, pixels, wave, texts)
+    assert sum(e.name == "maven_fast::linear" for e in prof.events()) >= len(layers)
+    for a, b in zip(plain, fused):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_compile_option_runs_the_compiled_model():

@@ -62,7 +62,7 @@ class EncoderSet:
         return dtypes.pop()
 
     def configure(self, compute_dtype: str = "auto", *, channels_last: bool = True, sdpa: bool = True,
-                  compile: bool | str = False) -> str:
+                  maven_linear: bool = True, compile: bool | str = False) -> str:
         """Set every encoder's runtime on its current device (move them first); returns why
         the precision was chosen. ``compute_dtype``: ``auto``, ``float32``, ``bfloat16`` or
         ``float16``; see :class:`~maven_fast.encoders.base.FrozenEncoder.configure`."""
@@ -70,7 +70,8 @@ class EncoderSet:
 
         resolved, why = resolve_compute_dtype(compute_dtype, self.video.device)
         for encoder in (self.video, self.audio, self.text):
-            encoder.configure(resolved, channels_last=channels_last, sdpa=sdpa, compile=compile)
+            encoder.configure(resolved, channels_last=channels_last, sdpa=sdpa, maven_linear=maven_linear,
+                              compile=compile)
         self.precision_reason = why
         return why
 

@@ -24,12 +24,13 @@ class FrozenEncoder(nn.Module):
         self.__dict__["_compiled"] = None  # torch.compile'd self.model (not a registered submodule)
 
     def configure(self, compute_dtype: str = "float32", *, channels_last: bool = True, sdpa: bool = True,
-                  compile: bool | str = False) -> "FrozenEncoder":
+                  maven_linear: bool = True, compile: bool | str = False) -> "FrozenEncoder":
         """How the encoder runs: precision (``float32``, ``bfloat16``, ``float16``; see
         :mod:`maven_fast.encoders.precision`; resolve ``auto`` first), channels_last memory
         layout where the architecture has convolutions over images, PyTorch's fused SDPA
-        attention where the implementation offers it, and ``torch.compile`` of the model
-        (``compile=True`` for inductor, or a backend name)."""
+        attention where the implementation offers it, the model's linear layers on
+        maven_fast's CPU GEMM dispatch (``maven_linear``; :meth:`_use_maven_linear`), and
+        ``torch.compile`` of the model (``compile=True`` for inductor, or a backend name)."""
         from maven_fast.encoders.precision import RESOLVED
 
         if compute_dtype not in RESOLVED:
@@ -39,6 +40,7 @@ class FrozenEncoder(nn.Module):
         self._set_channels_last(channels_last)
         if sdpa:
             self._use_sdpa()
+        self._use_maven_linear(maven_linear)
         if compile:
             backend = "inductor" if compile is True else str(compile)
             self.__dict__["_compiled"] = torch.compile(self.model, backend=backend, dynamic=self._compile_dynamic)
@@ -50,6 +52,28 @@ class FrozenEncoder(nn.Module):
 
     def _set_channels_last(self, enabled: bool) -> None:
         self.channels_last = False
+
+    def _use_maven_linear(self, enabled: bool) -> None:
+        """Every ``nn.Linear`` of the model becomes a :class:`maven_fast.nn.Linear` holding the same
+        parameters: on the CPU its products run on maven_fast's GEMM dispatch (Swin-B in fp32 on
+        a 2-core AVX2 EPYC: 3.96 -> 4.45 frames/s), elsewhere torch's ``F.linear``.
+        ``enabled=False`` (or no compiled extension) runs them as ``nn.Linear`` again."""
+        from maven_fast._extension import extension
+        from maven_fast.nn import Linear
+
+        backend = "auto" if enabled and extension() is not None else "eager"
+        for parent in list(self.model.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear:
+                    setattr(parent, name, Linear.sharing(child, backend))
+                elif isinstance(child, Linear):
+                    child.backend = backend
+
+    def maven_linear_enabled(self) -> bool:
+        from maven_fast.nn import Linear
+
+        layers = [m for m in self.model.modules() if isinstance(m, Linear)]
+        return bool(layers) and all(m.backend != "eager" for m in layers)
 
     def _use_sdpa(self) -> None:
         """Switch the model's attention to ``F.scaled_dot_product_attention`` (per implementation)."""
@@ -69,7 +93,8 @@ class FrozenEncoder(nn.Module):
     def runtime(self) -> dict[str, Any]:
         """The runtime options in effect (for logs and reports)."""
         return {"compute_dtype": self.compute_dtype, "channels_last": self.channels_last,
-                "sdpa": self.sdpa_enabled(), "compiled": self.__dict__.get("_compiled") is not None}
+                "sdpa": self.sdpa_enabled(), "maven_linear": self.maven_linear_enabled(),
+                "compiled": self.__dict__.get("_compiled") is not None}
 
     def freeze(self) -> "FrozenEncoder":
         for p in self.parameters():
