@@ -51,6 +51,12 @@ TORCH_LIBRARY(maven_fast, m) {
   m.def("linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def("linear_backward(Tensor grad_out, Tensor x, Tensor weight, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
+  // Dropout (maven_fast/ops/dropout.py): the scaled keep mask of like's shape
+  // and dtype, mask_i = [Philox word of element i >= p 2^32] / (1 - p), from the
+  // int64 `seed` (drawn by the caller from torch's generator, so torch.manual_seed
+  // governs it); dropout(x) = x * mask. CPU only.
+  m.def("dropout_mask(Tensor like, float p, Tensor seed) -> Tensor");
+
   // Test entry of the CPU ops' GEMM dispatch (csrc/common/cpu_gemm.h): in place,
   // out = beta * out + alpha * a @ b (+ bias on every row), beta 0 or 1, by
   // `kernel`: "any" (the dispatch), "skinny" or "bf16" (that kernel, else an

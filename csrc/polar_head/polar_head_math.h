@@ -19,11 +19,7 @@
 
 #include <cmath>
 
-#if defined(__CUDACC__)
-#define MF_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define MF_HOST_DEVICE inline
-#endif
+#include "common/host_device.h"
 
 namespace maven_fast::polar {
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maven_fast.config import BeitConfig
-from maven_fast.nn import Linear
+from maven_fast.nn import Dropout, Linear
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_new": lambda: nn.GELU(approximate="tanh")}
 
@@ -82,7 +82,7 @@ class _DenseDropout(nn.Module):
     def __init__(self, n_in: int, n_out: int, dropout: float) -> None:
         super().__init__()
         self.dense = Linear(n_in, n_out, backend="eager")
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout, backend="eager")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.dense(x))

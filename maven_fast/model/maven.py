@@ -34,7 +34,7 @@ from maven_fast.model.inputs import (
 from maven_fast.model.outputs import MavenOutput
 from maven_fast.model.regressor import Regressor
 from maven_fast.model.timeline import resample_to_timeline
-from maven_fast.nn import Linear, PolarHead
+from maven_fast.nn import Dropout, Linear, PolarHead
 from maven_fast.ops.frame_concat_linear import frame_concat_linear
 
 
@@ -96,7 +96,8 @@ class MAVEN(nn.Module):
     def set_backend(self, backend: str) -> "MAVEN":
         """Switch the implementation of the cross-modal block, the polar head and every
         linear layer (:class:`maven_fast.nn.Linear`: on the CPU the BEiT layers',
-        projections' and regressor's products run on maven_fast's GEMM dispatch).
+        projections' and regressor's products run on maven_fast's GEMM dispatch) and
+        dropout layer (:class:`maven_fast.nn.Dropout`: counter-based masks on the CPU).
 
         ``eager`` is the pure-PyTorch reference; ``cpu``, ``cuda`` and ``triton``
         run the fused ops (:mod:`maven_fast.backends`); ``auto`` picks the fused
@@ -108,7 +109,7 @@ class MAVEN(nn.Module):
         check_cross_modal_backend(backend)
         self.multihead_attention.backend = backend
         for module in self.modules():
-            if isinstance(module, (Linear, PolarHead)):
+            if isinstance(module, (Dropout, Linear, PolarHead)):
                 module.backend = backend
         self._backend = backend
         return self

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from maven_fast.nn import Linear, PolarHead
+from maven_fast.nn import Dropout, Linear, PolarHead
 
 
 class RegressorOutput(NamedTuple):
@@ -47,8 +47,8 @@ class Regressor(nn.Module):
         last = PolarHead(h2, bounded=bounded, backend=backend) if output == "polar" else Linear(h2, 2, backend=backend)
         self.output = output
         self.fc = nn.Sequential(
-            Linear(in_features, h1, backend=backend), nn.ReLU(), nn.Dropout(dropouts[0]),
-            Linear(h1, h2, backend=backend), nn.ReLU(), nn.Dropout(dropouts[1]),
+            Linear(in_features, h1, backend=backend), nn.ReLU(), Dropout(dropouts[0], backend=backend),
+            Linear(h1, h2, backend=backend), nn.ReLU(), Dropout(dropouts[1], backend=backend),
             last,
         )
 

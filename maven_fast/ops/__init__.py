@@ -9,6 +9,7 @@ from maven_fast.ops.cross_modal import (
     plan_pathways,
 )
 from maven_fast.ops import cpu_gemm  # noqa: F401  (registers the fake of maven_fast::_cpu_gemm)
+from maven_fast.ops.dropout import dropout
 from maven_fast.ops.frame_concat_linear import frame_concat_linear
 from maven_fast.ops.linear import linear, linear_reference
 from maven_fast.ops.polar_head import PolarHeadOutput, polar_head, polar_head_reference
@@ -19,6 +20,7 @@ __all__ = [
     "PolarHeadOutput",
     "cross_modal_block",
     "cross_modal_reference",
+    "dropout",
     "frame_concat_linear",
     "linear",
     "linear_reference",
