@@ -385,7 +385,7 @@ if dry:
         args = build_parser().parse_args([a.replace("SUITE", name) for a in argv])  # exits 2 on a bad flag
         assert (args.quick, args.device, args.suite) == (True, "cuda", [name]), args
 for name in order:
-    reason = SUITES[name].unavailable()
+    reason = SUITES[name].unavailable_on("cuda")
     print(name, (reason or "").replace("\n", " "), sep="\t")
 EOF
 )" || { echo "$list"; echo "CHECK FAILED: maven_fast.benchmark.suites / the bench command line"; return 1; }

@@ -290,6 +290,14 @@ def test_wrong_linear_variant_fails_before_timing(no_timing):
                                 extra_variants={"wrong but fast": ("fused", wrong)})
 
 
+def test_linear_suite_runs_only_where_it_compares_something():
+    from maven_fast.benchmark.suites import SUITES
+
+    assert SUITES["linear"].unavailable_on("cpu") is None
+    assert "nothing to compare on cuda" in SUITES["linear"].unavailable_on("cuda")
+    assert SUITES["polar_head"].unavailable_on("cuda") is None
+
+
 def test_linear_suite_times_the_same_work_in_every_variant():
     from maven_fast.benchmark import linear_suite
 

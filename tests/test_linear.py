@@ -127,6 +127,18 @@ def test_linear_opcheck():
             torch.library.opcheck(torch.ops.maven_fast.linear.default, (x, weight, bias))
 
 
+def test_linear_compiles_fullgraph():
+    torch._dynamo.reset()
+    layer = Linear(24, 10, backend="cpu")
+    x = torch.randn(3, 5, 24, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), layer(x), rtol=0, atol=0)
+    g_c = torch.autograd.grad(compiled(x).sum(), (x, layer.weight))
+    g_e = torch.autograd.grad(layer(x).sum(), (x, layer.weight))
+    for a, b in zip(g_c, g_e):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_linear_module_is_an_nn_linear():
     """Same parameters, state_dict and result as nn.Linear; the backend switches the op."""
     torch.manual_seed(4)

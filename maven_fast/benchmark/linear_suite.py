@@ -39,7 +39,7 @@ def linear_variants(device: str, dtype: torch.dtype) -> tuple[dict[str, tuple[st
     """``{name: (kind, fn)}``: eager (``F.linear``) and maven_fast's ``cpu`` backend where it runs."""
     variants: dict[str, tuple[str, Variant]] = {"eager": ("eager", F.linear)}
     skipped = []
-    if torch.device(device).type != "cpu":
+    if torch.device(device).type != "cpu":  # `maven-fast bench` does not run this suite there
         skipped.append(Skipped("maven_fast cuda", "on GPUs maven_fast's linear layers are torch's F.linear "
                                                   "(cuBLAS): the same work as eager, nothing to compare"))
         return variants, skipped
