@@ -177,6 +177,22 @@ def resolve_backend(
     return backend
 
 
+#: the floating dtypes torch's own functions take (every backend of an op that is torch's off the CPU)
+FLOATING_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def runs_cpu_op(backend: str, device: torch.device | str, dtype: torch.dtype, op: str) -> bool:
+    """For an op whose only maven_fast kernel is the CPU one (linear, dropout): True when
+    ``backend`` runs that kernel on these tensors, False when it runs torch's own function
+    (``eager``; ``auto`` off the CPU; ``cuda`` / ``triton``, whose GPU ops use torch's for this
+    work too). Raises :class:`BackendUnavailable` like :func:`resolve_backend` (e.g. ``cpu``
+    on CUDA tensors, or no compiled extension)."""
+    device = torch.device(device)
+    if backend == "eager" or (backend == "auto" and device.type != "cpu"):
+        return False
+    return resolve_backend(backend, device, dtype, {"cpu": FLOATING_DTYPES}, op=op) == "cpu"
+
+
 def available_backends(device: torch.device | str = "cpu") -> dict[str, list[str]]:
     """For each backend, the reasons it cannot run on ``device`` (empty list: available)."""
     return {b: backend_problems(b, device) for b in BACKENDS}

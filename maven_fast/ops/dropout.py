@@ -20,10 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from maven_fast._extension import extension
-from maven_fast.backends import resolve_backend
+from maven_fast.backends import runs_cpu_op
 
-_FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-SUPPORTED_DTYPES = {"cpu": _FLOATING, "cuda": _FLOATING, "triton": _FLOATING}
 _INT64_MAX = 2**63 - 1
 
 
@@ -41,10 +39,7 @@ def dropout(x: Tensor, p: float, training: bool = True, *, backend: str = "auto"
     ``cuda`` / ``triton`` (``F.dropout`` on CUDA tensors)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
-    if backend == "eager" or (backend == "auto" and x.device.type != "cpu"):
-        return F.dropout(x, p, training)
-    name = resolve_backend(backend, x.device, x.dtype, SUPPORTED_DTYPES, op="dropout")
-    if name != "cpu":
+    if not runs_cpu_op(backend, x.device, x.dtype, op="dropout"):
         return F.dropout(x, p, training)
     if not training or p == 0.0:
         return x

@@ -22,10 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from maven_fast._extension import extension
-from maven_fast.backends import resolve_backend
-
-_FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-SUPPORTED_DTYPES = {"cpu": _FLOATING, "cuda": _FLOATING, "triton": _FLOATING}
+from maven_fast.backends import runs_cpu_op
 
 
 def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -73,9 +70,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, backend: st
     devices: torch's ``F.linear``), ``eager`` (``F.linear``), ``cpu`` (the op), ``cuda`` /
     ``triton`` (``F.linear`` on CUDA tensors). Inputs of one dtype; under autocast cast them
     first (:class:`maven_fast.nn.Linear` does)."""
-    if backend == "eager" or (backend == "auto" and x.device.type != "cpu"):
-        return linear_reference(x, weight, bias)
-    name = resolve_backend(backend, x.device, x.dtype, SUPPORTED_DTYPES, op="linear")
-    if name == "cpu":
+    if runs_cpu_op(backend, x.device, x.dtype, op="linear"):
         return torch.ops.maven_fast.linear(x, weight, bias)
     return linear_reference(x, weight, bias)
